@@ -1,0 +1,90 @@
+"""tracewire: production GenAI tracing for Python web services.
+
+    import tracewire
+
+    @tracewire.trace(span_type=tracewire.SpanType.LLM)
+    def generate(prompt): ...
+
+The middleware (``from middleware import TracingMiddleware``) opens a root span per request;
+``ENABLE_TRACING=true`` switches tracing on for a deployment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tracewire import _runtime
+from tracewire.client import TracingClient
+from tracewire.config import Settings
+from tracewire.destinations import register_scheme
+from tracewire.entities import Span, SpanEvent, SpanType, Trace, TraceData, TraceInfo
+from tracewire.fluent import (
+    get_active_trace_id,
+    get_current_active_span,
+    get_last_active_trace_id,
+    propagate,
+    start_span,
+    trace,
+    update_current_trace,
+)
+from tracewire.record import TraceRecord
+
+__version__ = "0.1.0"
+
+
+def configure(**kwargs: Any) -> Settings:
+    """Set up tracing for this process; every SPEC §9 setting is a keyword argument.
+
+    Keyword arguments win over env vars; ``destination=`` takes URIs, ``sinks=`` takes Sink
+    instances.  Re-configuring flushes and replaces the current export pipeline.
+    A bad argument raises ``ValueError``.
+    """
+    return _runtime.configure(**kwargs)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Block until every trace finished so far is exported; False if ``timeout`` ran out."""
+    return _runtime.flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> None:
+    """Flush (within ``timeout``, default ``TRACING_SHUTDOWN_TIMEOUT``) and stop exporting."""
+    _runtime.shutdown(timeout)
+
+
+def stats() -> dict[str, Any]:
+    """Pipeline counters: accepted, sampled_out, dropped_full, truncated, exported and
+    export_errors per sink, queue_traces, queue_bytes, and a per-sink breakdown."""
+    return _runtime.stats()
+
+
+def is_enabled() -> bool:
+    """Whether tracing is on in this process (``ENABLE_TRACING`` / ``configure(enabled=)``)."""
+    return _runtime.is_enabled()
+
+
+__all__ = [
+    "Settings",
+    "Span",
+    "SpanEvent",
+    "SpanType",
+    "Trace",
+    "TraceData",
+    "TraceInfo",
+    "TraceRecord",
+    "TracingClient",
+    "__version__",
+    "configure",
+    "flush",
+    "get_active_trace_id",
+    "get_current_active_span",
+    "get_last_active_trace_id",
+    "is_enabled",
+    "propagate",
+    "register_scheme",
+    "shutdown",
+    "start_span",
+    "stats",
+    "trace",
+    "update_current_trace",
+]

@@ -1,0 +1,485 @@
+"""The fluent API: ``@trace``, ``start_span``, ``update_current_trace`` and friends.
+
+The current span lives in a context variable, so asyncio tasks, ``asyncio.to_thread`` and
+anyio worker threads (FastAPI's sync endpoints) keep their parent.  Tracing never raises into
+user code: bookkeeping errors are logged, the user's own exceptions pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from tracewire import _context, _live, _runtime
+from tracewire.entities import Span, SpanType, TraceMetadataKey
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+_current = _context.current_span
+
+
+class NoOpSpan(Span):
+    """Stands in for a span when tracing is off or the trace was not sampled; ignores writes."""
+
+    __slots__ = ()
+
+    def __init__(self, trace_id: str = "", span_id: str = "") -> None:
+        super().__init__(trace_id=trace_id, span_id=span_id, parent_id=None, name="", start_time_ns=0)
+
+    def set_inputs(self, inputs: Any) -> None:
+        pass
+
+    def set_outputs(self, outputs: Any) -> None:
+        pass
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+    def set_span_type(self, span_type: str) -> None:
+        pass
+
+    def set_status(self, code: str, message: str = "") -> None:
+        pass
+
+    def add_event(self, name: str, attributes: Any = None, timestamp_ns: int | None = None) -> None:
+        pass
+
+    def record_exception(self, exc: BaseException) -> None:
+        pass
+
+    def end(self, outputs: Any = None, status: str | None = None) -> None:
+        pass
+
+
+NOOP_SPAN = NoOpSpan()
+
+
+def _open_span(
+    name: str, span_type: str, attributes: Mapping[str, Any] | None, inputs: Any = None,
+    has_inputs: bool = False,
+) -> Span:
+    """A new child of the current span, or a new trace's root; NOOP_SPAN when not recording."""
+    try:
+        parent = _current.get()
+        if parent is None:
+            span = _live.start_trace(name, span_type, dict(attributes) if attributes else None)
+            if span is None:
+                return NoOpSpan(trace_id="")
+        elif isinstance(parent, NoOpSpan) or parent._live is None:
+            return parent if isinstance(parent, NoOpSpan) else NOOP_SPAN
+        else:
+            span = parent._live.new_span(
+                name, parent.span_id, span_type, dict(attributes) if attributes else None
+            )
+        if has_inputs:
+            span.set_inputs(inputs)
+        return span
+    except Exception:
+        logger.exception("tracewire: could not start span %r", name)
+        return NOOP_SPAN
+
+
+def _close_span(span: Span, exc: BaseException | None) -> None:
+    if span.__class__ is NoOpSpan:
+        return
+    try:
+        if exc is not None:
+            span.record_exception(exc)
+        span.end()
+    except Exception:
+        logger.exception("tracewire: could not end span %r", span.name)
+
+
+class start_span:
+    """Context manager opening a span under the current one (or a new trace).
+
+    ``with tracewire.start_span("retrieve", span_type=SpanType.RETRIEVER) as span: ...``
+    """
+
+    __slots__ = ("_attributes", "_name", "_span", "_span_type", "_token")
+
+    def __init__(
+        self,
+        name: str = "span",
+        span_type: str = SpanType.UNKNOWN,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._name = name
+        self._span_type = span_type
+        self._attributes = attributes
+        self._span: Span = NOOP_SPAN
+        self._token: contextvars.Token[Span | None] | None = None
+
+    def __enter__(self) -> Span:
+        if not _runtime.STATE.enabled:
+            return NOOP_SPAN
+        span = self._span = _open_span(self._name, self._span_type, self._attributes)
+        self._token = _current.set(span)
+        return span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token = self._token
+        if token is None:
+            return
+        self._token = None
+        try:
+            _close_span(self._span, exc)
+        finally:
+            _current.reset(token)
+
+
+def _make_binder(func: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
+    """A fast ``(args, kwargs) -> inputs dict`` for ``func``, dropping self/cls."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return lambda args, kwargs: {"args": list(args), **kwargs}
+    params = list(signature.parameters.values())
+    skip_first = bool(params) and params[0].name in ("self", "cls")
+    simple = all(
+        p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params
+    )
+    if simple:
+        names = tuple(p.name for p in params)
+        defaults = {p.name: p.default for p in params if p.default is not p.empty}
+
+        def bind_simple(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            inputs = dict(zip(names, args, strict=False))
+            if kwargs:
+                inputs.update(kwargs)
+            if defaults and len(inputs) < len(names):
+                for key, value in defaults.items():
+                    inputs.setdefault(key, value)
+            if skip_first:
+                inputs.pop(names[0], None)
+            return inputs
+
+        return bind_simple
+
+    def bind_general(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            bound = signature.bind_partial(*args, **kwargs)
+            bound.apply_defaults()
+            inputs = dict(bound.arguments)
+        except TypeError:
+            inputs = {"args": list(args), **kwargs}
+        if skip_first:
+            inputs.pop(params[0].name, None)
+        return inputs
+
+    return bind_general
+
+
+@overload
+def trace(func: F) -> F: ...
+
+
+@overload
+def trace(
+    func: None = None,
+    *,
+    name: str | None = None,
+    span_type: str = SpanType.UNKNOWN,
+    attributes: Mapping[str, Any] | None = None,
+    output_reducer: Callable[[list[Any]], Any] | None = None,
+) -> Callable[[F], F]: ...
+
+
+def trace(
+    func: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    span_type: str = SpanType.UNKNOWN,
+    attributes: Mapping[str, Any] | None = None,
+    output_reducer: Callable[[list[Any]], Any] | None = None,
+) -> Any:
+    """Trace a function: a span named after it, inputs = bound arguments, outputs = result.
+
+    Works on sync, async, generator and async-generator functions.  Generators record the list
+    of yielded chunks (or ``output_reducer(chunks)``) and end their span when exhausted, closed
+    early or garbage-collected.  Exceptions are recorded on the span and re-raised unchanged.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        span_name = str(name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "span"))
+        bind = _make_binder(fn)
+        attrs = dict(attributes) if attributes else None
+        if inspect.isasyncgenfunction(fn):
+            return _wrap_async_generator(fn, span_name, span_type, attrs, bind, output_reducer)
+        if inspect.isgeneratorfunction(fn):
+            return _wrap_generator(fn, span_name, span_type, attrs, bind, output_reducer)
+        if inspect.iscoroutinefunction(fn):
+            return _wrap_coroutine(fn, span_name, span_type, attrs, bind)
+        return _wrap_function(fn, span_name, span_type, attrs, bind)
+
+    return decorate(func) if func is not None else decorate
+
+
+_Binder = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+
+
+def _inputs(bind: _Binder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        return bind(args, kwargs)
+    except Exception:
+        return {"args": "<unavailable>"}
+
+
+def _wrap_function(
+    fn: Callable[..., Any], name: str, span_type: str, attrs: dict[str, Any] | None, bind: _Binder
+) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not _runtime.STATE.enabled:
+            return fn(*args, **kwargs)
+        span = _open_span(name, span_type, attrs, _inputs(bind, args, kwargs), True)
+        token = _current.set(span)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _close_span(span, exc)
+            raise
+        else:
+            if span.__class__ is not NoOpSpan:
+                span.set_outputs(result)
+            _close_span(span, None)
+            return result
+        finally:
+            _current.reset(token)
+
+    return wrapper
+
+
+def _wrap_coroutine(
+    fn: Callable[..., Any], name: str, span_type: str, attrs: dict[str, Any] | None, bind: _Binder
+) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not _runtime.STATE.enabled:
+            return await fn(*args, **kwargs)
+        span = _open_span(name, span_type, attrs, _inputs(bind, args, kwargs), True)
+        token = _current.set(span)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            _close_span(span, exc)
+            raise
+        else:
+            if span.__class__ is not NoOpSpan:
+                span.set_outputs(result)
+            _close_span(span, None)
+            return result
+        finally:
+            _current.reset(token)
+
+    return wrapper
+
+
+def _finish_stream(
+    span: Span, chunks: list[Any], reducer: Callable[[list[Any]], Any] | None,
+    exc: BaseException | None, closed_early: bool,
+) -> None:
+    if span.__class__ is NoOpSpan:
+        return
+    try:
+        output: Any = chunks
+        if reducer is not None:
+            try:
+                output = reducer(chunks)
+            except Exception:
+                logger.warning("tracewire: output_reducer of span %r failed", span.name, exc_info=True)
+        span.set_outputs(output)
+        if closed_early:
+            span.set_attribute("tracewire.generator_closed_early", True)
+    except Exception:
+        logger.exception("tracewire: could not record stream output of %r", span.name)
+    _close_span(span, exc)
+
+
+def _wrap_generator(
+    fn: Callable[..., Any], name: str, span_type: str, attrs: dict[str, Any] | None,
+    bind: _Binder, reducer: Callable[[list[Any]], Any] | None,
+) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        if not _runtime.STATE.enabled:
+            return (yield from fn(*args, **kwargs))
+        span = _open_span(name, span_type, attrs, _inputs(bind, args, kwargs), True)
+        chunks: list[Any] = []
+        token = _current.set(span)
+        try:
+            gen = fn(*args, **kwargs)
+        except BaseException as exc:
+            _finish_stream(span, chunks, reducer, exc, False)
+            raise
+        finally:
+            _current.reset(token)
+        sent: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            token = _current.set(span)
+            try:
+                item = gen.throw(to_throw) if to_throw is not None else gen.send(sent)
+            except StopIteration as stop:
+                _finish_stream(span, chunks, reducer, None, False)
+                return stop.value
+            except BaseException as exc:
+                _finish_stream(span, chunks, reducer, exc, False)
+                raise
+            finally:
+                _current.reset(token)
+            chunks.append(item)
+            to_throw = None
+            try:
+                sent = yield item
+            except GeneratorExit:
+                try:
+                    gen.close()
+                finally:
+                    _finish_stream(span, chunks, reducer, None, True)
+                raise
+            except BaseException as exc:
+                to_throw = exc
+
+    return wrapper
+
+
+def _wrap_async_generator(
+    fn: Callable[..., Any], name: str, span_type: str, attrs: dict[str, Any] | None,
+    bind: _Binder, reducer: Callable[[list[Any]], Any] | None,
+) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        if not _runtime.STATE.enabled:
+            async for item in fn(*args, **kwargs):
+                yield item
+            return
+        span = _open_span(name, span_type, attrs, _inputs(bind, args, kwargs), True)
+        chunks: list[Any] = []
+        agen = fn(*args, **kwargs)
+        sent: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            token = _current.set(span)
+            try:
+                if to_throw is not None:
+                    item = await agen.athrow(to_throw)
+                else:
+                    item = await agen.asend(sent)
+            except StopAsyncIteration:
+                _finish_stream(span, chunks, reducer, None, False)
+                return
+            except BaseException as exc:
+                _finish_stream(span, chunks, reducer, exc, False)
+                raise
+            finally:
+                _current.reset(token)
+            chunks.append(item)
+            to_throw = None
+            try:
+                sent = yield item
+            except GeneratorExit:
+                try:
+                    await agen.aclose()
+                finally:
+                    _finish_stream(span, chunks, reducer, None, True)
+                raise
+            except BaseException as exc:
+                to_throw = exc
+
+    return wrapper
+
+
+# -- trace-level updates and queries ------------------------------------------------------------
+
+
+def get_current_active_span() -> Span | None:
+    """The span new spans would attach to in this context, or None."""
+    span = _current.get()
+    if span is None or span.__class__ is NoOpSpan:
+        return None
+    return span
+
+
+def get_active_trace_id() -> str | None:
+    span = get_current_active_span()
+    return span.trace_id if span is not None else None
+
+
+def get_last_active_trace_id() -> str | None:
+    """The id of the most recently finished trace in this process."""
+    return _runtime.STATE.last_trace_id
+
+
+def update_current_trace(
+    tags: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    client_request_id: str | None = None,
+    request_preview: str | None = None,
+    response_preview: str | None = None,
+    session_id: str | None = None,
+    user: str | None = None,
+    state: str | None = None,
+) -> None:
+    """Enrich the trace of the current span; a no-op outside a trace."""
+    span = get_current_active_span()
+    live = span._live if span is not None else None
+    if live is None:
+        return
+    try:
+        if tags:
+            live.tags.update({str(k): _as_str(v) for k, v in tags.items()})
+        if metadata:
+            live.metadata.update({str(k): _as_str(v) for k, v in metadata.items()})
+        if client_request_id is not None:
+            live.client_request_id = str(client_request_id)
+        if request_preview is not None:
+            live.request_preview = str(request_preview)[:1000]
+        if response_preview is not None:
+            live.response_preview = str(response_preview)[:1000]
+        if session_id is not None:
+            live.metadata[TraceMetadataKey.SESSION] = str(session_id)
+        if user is not None:
+            live.metadata[TraceMetadataKey.USER] = str(user)
+        if state is not None:
+            code = str(state).upper()
+            if code in ("OK", "ERROR"):
+                live.state = code
+            else:
+                logger.warning("tracewire: ignoring trace state %r (use OK or ERROR)", state)
+    except Exception:
+        logger.exception("tracewire: update_current_trace failed")
+
+
+def _as_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    from tracewire._encoding import dumps
+
+    return dumps(value)
+
+
+def propagate(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Bind ``fn`` to the current context, so spans it starts in another thread keep their parent.
+
+    ``executor.submit(tracewire.propagate(work), item)`` — one call per submitted function.
+    """
+    ctx = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run_in_context(*args: Any, **kwargs: Any) -> Any:
+        # A fresh copy per call: one Context cannot be entered by two threads at once.
+        return ctx.copy().run(fn, *args, **kwargs)
+
+    return run_in_context
