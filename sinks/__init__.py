@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from sinks.base import Sink
 from sinks.jsonl import JsonlSink
 from sinks.memory import MemorySink
 
-__all__ = ["JsonlSink", "MemorySink", "Sink"]
+if TYPE_CHECKING:
+    from sinks.delta import DeltaTableSink
+    from sinks.kafka import KafkaSink
+
+_LAZY = {"KafkaSink": "sinks.kafka", "DeltaTableSink": "sinks.delta"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sinks' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["DeltaTableSink", "JsonlSink", "KafkaSink", "MemorySink", "Sink"]
