@@ -418,4 +418,13 @@ def _shutdown_all() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
+# Flush at exit *before* concurrent.futures stops accepting work (sinks may use executors):
+# threading's exit hooks run in reverse order of registration, ahead of atexit.  atexit stays
+# as the fallback; shutdown() is idempotent.
+_register_thread_exit = getattr(threading, "_register_atexit", None)
+if _register_thread_exit is not None:
+    try:
+        _register_thread_exit(_shutdown_all)
+    except RuntimeError:
+        pass
 atexit.register(_shutdown_all)
