@@ -19,6 +19,8 @@ import orjson
 
 from tracewire import _encoding
 
+_orjson_dumps = orjson.dumps
+
 if TYPE_CHECKING:
     from tracewire._live import LiveTrace
 
@@ -122,9 +124,9 @@ class Span:
 
     __slots__ = (
         "_attributes",
+        "_events",
         "_live",
         "end_time_ns",
-        "events",
         "name",
         "parent_id",
         "span_id",
@@ -153,10 +155,20 @@ class Span:
         self._attributes: dict[str, str] = attributes if attributes is not None else {}
         self.status_code = "UNSET"
         self.status_message = ""
-        self.events: list[SpanEvent] = []
+        self._events: list[SpanEvent] | None = None  # most spans have none: allocate lazily
         self._live = live
 
     # -- reading -------------------------------------------------------------------------------
+    @property
+    def events(self) -> list[SpanEvent]:
+        if self._events is None:
+            self._events = []
+        return self._events
+
+    @events.setter
+    def events(self, events: list[SpanEvent]) -> None:
+        self._events = events
+
     @property
     def span_type(self) -> str:
         return str(self.get_attribute(SpanAttributeKey.SPAN_TYPE) or SpanType.UNKNOWN)
@@ -194,10 +206,23 @@ class Span:
 
     # -- recording -----------------------------------------------------------------------------
     def _encode(self, key: str, value: Any) -> str:
+        """JSON text of ``value`` for attribute ``key``, capped at the trace's value limit."""
         live = self._live
         if live is None:
             return _encoding.dumps(value)
-        text, truncated = _encoding.dumps_capped(value, live.max_value_bytes)
+        limit = live.max_value_bytes
+        # Fast path: orjson straight away unless the value is a huge str/bytes (then cut it
+        # without encoding it at all, in dumps_capped).
+        if not (isinstance(value, (str, bytes, bytearray)) and len(value) > limit):
+            try:
+                raw = _orjson_dumps(value, default=_encoding._default, option=_encoding._OPTIONS)
+                if len(raw) <= limit:
+                    text = raw.decode()
+                    live.approx_bytes += len(raw)
+                    return text
+            except Exception:
+                pass
+        text, truncated = _encoding.dumps_capped(value, limit)
         if truncated:
             live.note_truncated(self, key)
         live.approx_bytes += len(text)
@@ -251,6 +276,17 @@ class Span:
         )
         self.set_status("ERROR", f"{type(exc).__name__}: {_safe_str(exc)}")
 
+    def _end_with_outputs(self, outputs: Any) -> None:
+        """The decorator's success path: set outputs and end, in one call."""
+        if self.end_time_ns is None:
+            self._attributes[SpanAttributeKey.OUTPUTS] = self._encode(SpanAttributeKey.OUTPUTS, outputs)
+            self.end_time_ns = _time_ns()
+            if self.status_code == "UNSET":
+                self.status_code = "OK"
+            live = self._live
+            if live is not None:
+                live.span_ended(self)
+
     def end(self, outputs: Any = None, status: str | None = None) -> None:
         """End the span (idempotent).  Ending a trace's root span finishes the trace."""
         if self.end_time_ns is not None:
@@ -275,7 +311,7 @@ class Span:
             "name": self.name,
             "start_time_unix_nano": self.start_time_ns,
             "end_time_unix_nano": self.end_time_ns,
-            "events": [event.to_dict() for event in self.events],
+            "events": [event.to_dict() for event in self._events] if self._events else [],
             "status": {"code": _STATUS_TO_OTEL[self.status_code], "message": self.status_message},
             "attributes": self._attributes,
         }

@@ -250,13 +250,14 @@ def _wrap_function(
         except BaseException as exc:
             _close_span(span, exc)
             raise
-        else:
-            if span.__class__ is not NoOpSpan:
-                span.set_outputs(result)
-            _close_span(span, None)
-            return result
         finally:
             _current.reset(token)
+        if span.__class__ is not NoOpSpan:
+            try:
+                span._end_with_outputs(result)
+            except Exception:
+                logger.exception("tracewire: could not end span %r", name)
+        return result
 
     return wrapper
 
@@ -275,13 +276,14 @@ def _wrap_coroutine(
         except BaseException as exc:
             _close_span(span, exc)
             raise
-        else:
-            if span.__class__ is not NoOpSpan:
-                span.set_outputs(result)
-            _close_span(span, None)
-            return result
         finally:
             _current.reset(token)
+        if span.__class__ is not NoOpSpan:
+            try:
+                span._end_with_outputs(result)
+            except Exception:
+                logger.exception("tracewire: could not end span %r", name)
+        return result
 
     return wrapper
 
