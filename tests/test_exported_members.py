@@ -13,7 +13,7 @@ TRACEWIRE = [
     "Settings", "Span", "SpanEvent", "SpanType", "Trace", "TraceData", "TraceInfo", "TraceRecord",
     "TracingClient", "__version__", "configure", "flush", "get_active_trace_id",
     "get_current_active_span", "get_last_active_trace_id", "is_enabled", "propagate",
-    "register_scheme", "shutdown", "start_span", "stats", "trace", "update_current_trace",
+    "register_scheme", "search_traces", "shutdown", "start_span", "stats", "trace", "update_current_trace",
 ]
 
 

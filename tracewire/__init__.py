@@ -58,6 +58,23 @@ def stats() -> dict[str, Any]:
     return _runtime.stats()
 
 
+def search_traces(
+    table: str,
+    filter_string: str | None = None,
+    order_by: list[str] | None = None,
+    max_results: int = 100,
+) -> list[Trace]:
+    """Traces in an inference table matching an MLflow-style filter, newest first.
+
+    ``tracewire.search_traces("./traces", "status = 'ERROR' AND metadata.tenant = 'acme'")``.
+    The filter is pushed down to the Delta scan; a bad filter raises ``ValueError`` pointing at
+    the offending token.  Needs the ``delta`` extra.
+    """
+    from tracewire.search import search_traces as _search
+
+    return _search(table, filter_string, order_by, max_results)
+
+
 def is_enabled() -> bool:
     """Whether tracing is on in this process (``ENABLE_TRACING`` / ``configure(enabled=)``)."""
     return _runtime.is_enabled()
@@ -82,6 +99,7 @@ __all__ = [
     "is_enabled",
     "propagate",
     "register_scheme",
+    "search_traces",
     "shutdown",
     "start_span",
     "stats",

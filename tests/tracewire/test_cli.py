@@ -1,0 +1,96 @@
+"""The ``tracewire`` CLI, run as a real subprocess against a real Delta table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+import tracewire
+from tracewire import SpanType
+
+pytest.importorskip("deltalake")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tracewire.cli", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    path = tmp_path_factory.mktemp("cli") / "traces"
+    tracewire.configure(enabled=True, destination=f"delta:{path}", batch_size=1, batch_interval=0.01)
+    try:
+        for i in range(3):
+            with tracewire.start_span("POST /chat", span_type=SpanType.CHAIN) as root:
+                root.set_inputs({"question": f"q{i}"})
+                tracewire.update_current_trace(client_request_id=f"req-{i}", session_id="s1")
+                with tracewire.start_span("retrieve", span_type=SpanType.RETRIEVER) as child:
+                    child.set_outputs(["doc"] * 50)
+                if i == 2:
+                    root.record_exception(RuntimeError("llm timeout"))
+            assert tracewire.flush(30)  # one commit per trace: files for compact to merge
+    finally:
+        tracewire.shutdown()
+        tracewire.configure(enabled=False)
+    yield str(path)
+
+
+def test_help_on_each_command() -> None:
+    for command in ([], ["search"], ["show"], ["compact"]):
+        result = cli(*command, "--help")
+        assert result.returncode == 0
+        assert "usage: tracewire" in result.stdout
+
+
+def test_search_lines_and_json(table: str) -> None:
+    result = cli("search", table, "status = 'ERROR'")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and "req=req-2" in lines[0] and "ERROR" in lines[0]
+    result = cli("search", table, "session_id = 's1'", "--json", "--order-by", "timestamp_ms ASC",
+                 "--max-results", "2")
+    ids = [orjson.loads(line)["info"]["client_request_id"] for line in result.stdout.splitlines()]
+    assert ids == ["req-0", "req-1"]
+
+
+def test_search_bad_filter_exits_2_with_pointer(table: str) -> None:
+    result = cli("search", table, "status = 'OK")
+    assert result.returncode == 2
+    assert "unclosed string literal" in result.stderr and "^" in result.stderr
+
+
+def test_show_prints_the_span_tree(table: str) -> None:
+    trace_id = tracewire.search_traces(table, "client_request_id = 'req-2'")[0].info.trace_id
+    result = cli("show", table, trace_id)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert trace_id in out
+    assert "└─ POST /chat (CHAIN)" in out
+    assert "└─ retrieve (RETRIEVER)" in out
+    assert "in:  {\"question\":\"q2\"}" in out
+    assert "! RuntimeError: llm timeout" in out
+    assert "…" in out  # long outputs are shortened
+    missing = cli("show", table, "tr-" + "0" * 32)
+    assert missing.returncode == 1 and "no trace" in missing.stderr
+
+
+def test_compact_merges_files_and_keeps_rows(table: str) -> None:
+    from deltalake import DeltaTable
+
+    before = DeltaTable(table)
+    rows = before.to_pyarrow_table().num_rows
+    files = len(before.file_uris())
+    assert files >= 3
+    result = cli("compact", table, "--vacuum-hours", "0")
+    assert result.returncode == 0, result.stderr
+    assert "compacted:" in result.stdout and "vacuumed:" in result.stdout
+    after = DeltaTable(table)
+    assert after.to_pyarrow_table().num_rows == rows
+    assert len(after.file_uris()) < files
+    assert len(list(Path(table).rglob("*.parquet"))) == len(after.file_uris())

@@ -1,0 +1,168 @@
+"""The ``tracewire`` command line: search, show and compact inference tables.
+
+    tracewire search ./traces "status = 'ERROR'" --max-results 20
+    tracewire show ./traces tr-0123...
+    tracewire compact ./traces --vacuum-hours 168
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import orjson
+
+from tracewire.entities import Span, Trace
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _when(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_trace_line(trace: Trace) -> str:
+    """One line per trace: time, id, state, duration, name, request id, session, user."""
+    info = trace.info
+    duration = f"{info.execution_duration_ms}ms" if info.execution_duration_ms is not None else "-"
+    return "  ".join([
+        _when(info.request_time), info.trace_id, f"{info.state:<5}", f"{duration:>7}",
+        info.tags.get("mlflow.traceName", "-"),
+        f"req={info.client_request_id or '-'}", f"session={info.session_id or '-'}",
+        f"user={info.user_id or '-'}",
+    ])
+
+
+def format_tree(trace: Trace) -> str:
+    """The span tree with durations and shortened inputs/outputs."""
+    children: dict[str | None, list[Span]] = {}
+    ids = {s.span_id for s in trace.data.spans}
+    for span in sorted(trace.data.spans, key=lambda s: s.start_time_ns):
+        parent = span.parent_id if span.parent_id in ids else None
+        children.setdefault(parent, []).append(span)
+    lines = [format_trace_line(trace)]
+    usage = trace.info.token_usage
+    if usage:
+        lines.append(f"tokens: {usage}")
+
+    def walk(span: Span, prefix: str, last: bool) -> None:
+        branch = "└─ " if last else "├─ "
+        duration = f"{span.duration_ms:.1f}ms" if span.duration_ms is not None else "open"
+        status = "" if span.status_code == "OK" else f" [{span.status_code}]"
+        lines.append(f"{prefix}{branch}{span.name} ({span.span_type}) {duration}{status}")
+        inner = prefix + ("   " if last else "│  ")
+        if span.inputs is not None:
+            lines.append(f"{inner}  in:  {_short(span.inputs)}")
+        if span.outputs is not None:
+            lines.append(f"{inner}  out: {_short(span.outputs)}")
+        for event in span.events:
+            if event.name == "exception":
+                lines.append(f"{inner}  ! {event.attributes.get('exception.type')}: "
+                             f"{_short(event.attributes.get('exception.message', ''))}")
+        kids = children.get(span.span_id, [])
+        for i, kid in enumerate(kids):
+            walk(kid, inner, i == len(kids) - 1)
+
+    roots = children.get(None, [])
+    for i, root in enumerate(roots):
+        walk(root, "", i == len(roots) - 1)
+    return "\n".join(lines)
+
+
+def _search(args: argparse.Namespace, out: TextIO) -> int:
+    from tracewire.search import search_traces
+
+    traces = search_traces(args.table, args.filter, args.order_by, args.max_results)
+    for trace in traces:
+        if args.json:
+            out.write(trace.to_json() + "\n")
+        else:
+            out.write(format_trace_line(trace) + "\n")
+    if not args.json:
+        print(f"{len(traces)} trace(s)", file=sys.stderr)
+    return 0
+
+
+def _show(args: argparse.Namespace, out: TextIO) -> int:
+    from tracewire.search import search_traces
+
+    quoted = args.trace_id.replace("'", "''")
+    traces = search_traces(args.table, f"trace_id = '{quoted}'", max_results=1)
+    if not traces:
+        print(f"no trace {args.trace_id} in {args.table}", file=sys.stderr)
+        return 1
+    out.write((traces[0].to_json() if args.json else format_tree(traces[0])) + "\n")
+    return 0
+
+
+def _compact(args: argparse.Namespace, out: TextIO) -> int:
+    from deltalake import DeltaTable
+
+    table = DeltaTable(args.table)
+    print(f"compacting {args.table} (version {table.version()})…", file=sys.stderr)
+    metrics = table.optimize.compact(target_size=args.target_size)
+    out.write(f"compacted: {metrics.get('numFilesRemoved', 0)} files removed, "
+              f"{metrics.get('numFilesAdded', 0)} added\n")
+    if args.vacuum_hours is not None:
+        print(f"vacuuming files older than {args.vacuum_hours}h…", file=sys.stderr)
+        removed = table.vacuum(retention_hours=args.vacuum_hours, dry_run=False,
+                               enforce_retention_duration=False)
+        out.write(f"vacuumed: {len(removed)} files deleted\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tracewire", description="Read and maintain tracewire traces.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    search = commands.add_parser("search", help="find traces in an inference table",
+                                 description="Find traces with an MLflow-style filter, e.g. "
+                                 "\"status = 'ERROR' AND metadata.tenant = 'acme'\".")
+    search.add_argument("table", help="Delta table path or URI")
+    search.add_argument("filter", nargs="?", default=None, help="filter string (default: all)")
+    search.add_argument("--order-by", action="append", default=None,
+                        help="e.g. 'timestamp_ms DESC' (repeatable; default newest first)")
+    search.add_argument("--max-results", type=int, default=100)
+    search.add_argument("--json", action="store_true", help="one trace JSON per line")
+    search.set_defaults(run=_search)
+
+    show = commands.add_parser("show", help="print one trace as a span tree",
+                               description="Print a trace's span tree with durations and "
+                               "shortened inputs/outputs.")
+    show.add_argument("table")
+    show.add_argument("trace_id")
+    show.add_argument("--json", action="store_true", help="print the trace JSON instead")
+    show.set_defaults(run=_show)
+
+    compact = commands.add_parser("compact", help="compact small files (and vacuum old ones)",
+                                  description="Rewrite small files into larger ones; with "
+                                  "--vacuum-hours also delete unreferenced files older than that.")
+    compact.add_argument("table")
+    compact.add_argument("--target-size", type=int, default=None, help="bytes per file")
+    compact.add_argument("--vacuum-hours", type=int, default=None)
+    compact.set_defaults(run=_compact)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args, out or sys.stdout))
+    except ValueError as exc:
+        print(f"tracewire {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(f"tracewire {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

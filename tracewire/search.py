@@ -1,0 +1,347 @@
+"""``search_traces``: MLflow-style filter strings over an inference table (SPEC §8).
+
+The filter is parsed into Arrow compute expressions and pushed into the Delta scan: time bounds
+also prune ``request_date`` partitions, promoted columns (state, session, user, ...) are plain
+column predicates, metadata and tags are map lookups.  The scan happens in two phases — the
+matching rows' ids and sort keys first, then the full trace JSON of the top ``max_results``
+only — so a broad filter over a large table never parses traces in Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from tracewire.entities import Trace
+
+
+class SearchFilterError(ValueError):
+    """A filter or order_by that cannot be parsed; the message points at the bad token."""
+
+    def __init__(self, text: str, position: int, problem: str):
+        self.text = text
+        self.position = position
+        self.problem = problem
+        super().__init__(f"{problem} at position {position}:\n  {text}\n  {' ' * position}^")
+
+
+# field name -> (column, kind); kind: str, int, time, state, map
+_COLUMNS: dict[str, tuple[str, str]] = {
+    "status": ("state", "state"),
+    "state": ("state", "state"),
+    "attributes.status": ("state", "state"),
+    "timestamp_ms": ("request_time", "time"),
+    "timestamp": ("request_time", "time"),
+    "attributes.timestamp_ms": ("request_time", "time"),
+    "execution_time_ms": ("execution_duration_ms", "int"),
+    "execution_duration_ms": ("execution_duration_ms", "int"),
+    "status_code": ("status_code", "int"),
+    "client_request_id": ("client_request_id", "str"),
+    "trace_id": ("trace_id", "str"),
+    "request_id": ("trace_id", "str"),
+    "session_id": ("session_id", "str"),
+    "user_id": ("user_id", "str"),
+}
+_MAP_PREFIXES = {"metadata": "request_metadata", "request_metadata": "request_metadata",
+                 "tags": "tags", "tag": "tags"}
+_NAME_FIELDS = {"name", "trace_name", "attributes.name"}
+_COMPARISONS = ("=", "!=", ">", ">=", "<", "<=")
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<string>'(?:[^']|'')*')
+  | (?P<unclosed>'[^']*$)
+  | (?P<number>-?\d+(?:\.\d+)?)
+  | (?P<op>!=|>=|<=|<>|=|>|<)
+  | (?P<lparen>\()
+  | (?P<rparen>\))
+  | (?P<comma>,)
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.(?:`[^`]+`|[A-Za-z_][A-Za-z0-9_.\-]*))?)
+    """,
+    re.VERBOSE,
+)
+
+
+@dataclasses.dataclass
+class _Token:
+    kind: str
+    value: str
+    pos: int
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    pos = 0
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise SearchFilterError(text, pos, f"unexpected character {text[pos]!r}")
+        kind = match.lastgroup or ""
+        if kind == "unclosed":
+            raise SearchFilterError(text, pos, "unclosed string literal")
+        if kind != "ws":
+            tokens.append(_Token(kind, match.group(), pos))
+        pos = match.end()
+    return tokens
+
+
+@dataclasses.dataclass
+class Clause:
+    field: str
+    column: str
+    kind: str
+    op: str
+    value: Any = None
+    key: str | None = None  # map key for metadata./tags.
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.i = 0
+
+    def _peek(self) -> _Token | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def _next(self, expected: str) -> _Token:
+        token = self._peek()
+        if token is None:
+            raise SearchFilterError(self.text, len(self.text), f"expected {expected}, got end of filter")
+        self.i += 1
+        return token
+
+    def parse(self) -> list[Clause]:
+        clauses = [self._clause()]
+        while self._peek() is not None:
+            token = self._next("AND")
+            if token.kind != "ident" or token.value.upper() != "AND":
+                raise SearchFilterError(self.text, token.pos,
+                                        f"expected AND between clauses, got {token.value!r}")
+            clauses.append(self._clause())
+        return clauses
+
+    def _field(self) -> tuple[Clause, _Token]:
+        token = self._next("a field")
+        if token.kind != "ident":
+            raise SearchFilterError(self.text, token.pos, f"expected a field, got {token.value!r}")
+        name = token.value
+        lowered = name.lower()
+        if lowered in _COLUMNS:
+            column, kind = _COLUMNS[lowered]
+            return Clause(lowered, column, kind, ""), token
+        if lowered in _NAME_FIELDS:
+            return Clause("name", "tags", "map", "", key="mlflow.traceName"), token
+        prefix, dot, key = name.partition(".")
+        if dot and prefix.lower() in _MAP_PREFIXES and key:
+            key = key[1:-1] if key.startswith("`") and key.endswith("`") else key
+            return Clause(name, _MAP_PREFIXES[prefix.lower()], "map", "", key=key), token
+        known = sorted({*_COLUMNS, "name", "metadata.<key>", "tags.<key>"})
+        raise SearchFilterError(self.text, token.pos,
+                                f"unknown field {name!r}; known fields: {', '.join(known)}")
+
+    def _literal(self, clause: Clause) -> Any:
+        token = self._next("a value")
+        if token.kind == "string":
+            value: Any = token.value[1:-1].replace("''", "'")
+        elif token.kind == "number":
+            value = float(token.value) if "." in token.value else int(token.value)
+        else:
+            raise SearchFilterError(self.text, token.pos,
+                                    f"expected a quoted string or a number, got {token.value!r}")
+        if clause.kind in ("int", "time") and not isinstance(value, (int, float)):
+            raise SearchFilterError(self.text, token.pos, f"{clause.field} takes a number")
+        if clause.kind == "state" and isinstance(value, str):
+            value = value.upper()
+        return value
+
+    def _clause(self) -> Clause:
+        clause, _ = self._field()
+        token = self._next("an operator")
+        word = token.value.upper()
+        if token.kind == "op":
+            clause.op = "!=" if token.value == "<>" else token.value
+            if clause.kind in ("str", "state", "map") and clause.op not in ("=", "!="):
+                raise SearchFilterError(self.text, token.pos,
+                                        f"{clause.field} compares with = != LIKE ILIKE IN, not {token.value}")
+            clause.value = self._literal(clause)
+            return clause
+        if token.kind == "ident" and word in ("LIKE", "ILIKE"):
+            if clause.kind in ("int", "time"):
+                raise SearchFilterError(self.text, token.pos, f"{word} needs a string field")
+            clause.op = word
+            clause.value = self._literal(clause)
+            if not isinstance(clause.value, str):
+                raise SearchFilterError(self.text, token.pos, f"{word} takes a quoted pattern")
+            return clause
+        if token.kind == "ident" and word == "IS":
+            negate = False
+            nxt = self._next("NULL")
+            if nxt.value.upper() == "NOT":
+                negate = True
+                nxt = self._next("NULL")
+            if nxt.value.upper() != "NULL":
+                raise SearchFilterError(self.text, nxt.pos, f"expected NULL, got {nxt.value!r}")
+            clause.op = "IS NOT NULL" if negate else "IS NULL"
+            return clause
+        if token.kind == "ident" and word in ("IN", "NOT"):
+            if word == "NOT":
+                nxt = self._next("IN")
+                if nxt.value.upper() != "IN":
+                    raise SearchFilterError(self.text, nxt.pos, f"expected IN after NOT, got {nxt.value!r}")
+            clause.op = "NOT IN" if word == "NOT" else "IN"
+            paren = self._next("(")
+            if paren.kind != "lparen":
+                raise SearchFilterError(self.text, paren.pos, f"expected ( after {clause.op}")
+            values = [self._literal(clause)]
+            while True:
+                sep = self._next(", or )")
+                if sep.kind == "rparen":
+                    break
+                if sep.kind != "comma":
+                    raise SearchFilterError(self.text, sep.pos, f"expected , or ), got {sep.value!r}")
+                values.append(self._literal(clause))
+            clause.value = values
+            return clause
+        raise SearchFilterError(
+            self.text, token.pos,
+            f"unknown operator {token.value!r}; use = != > >= < <= LIKE ILIKE IN NOT IN IS NULL IS NOT NULL",
+        )
+
+
+def parse_filter(filter_string: str | None) -> list[Clause]:
+    if filter_string is None or not filter_string.strip():
+        return []
+    return _Parser(filter_string).parse()
+
+
+def _like_to_arrow(pattern: str) -> str:
+    return pattern  # SQL LIKE: arrow's match_like uses the same % and _ wildcards
+
+
+def _to_timestamp(ms: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
+
+
+def _expression(clause: Clause) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    field: Any = ds.field(clause.column)
+    if clause.kind == "map":
+        field = pc.map_lookup(field, pa.scalar(clause.key), "first")
+    convert = _to_timestamp if clause.kind == "time" else (lambda v: v)
+    op, value = clause.op, clause.value
+    if op == "IS NULL":
+        return field.is_null()
+    if op == "IS NOT NULL":
+        return field.is_valid()
+    if op in ("IN", "NOT IN"):
+        values = [convert(v) for v in value]
+        if clause.kind == "map" or clause.kind in ("str", "state"):
+            values = [str(v) for v in values]
+        expr = field.isin(values)
+        return ~expr if op == "NOT IN" else expr
+    if op in ("LIKE", "ILIKE"):
+        return pc.match_like(field, _like_to_arrow(str(value)), ignore_case=op == "ILIKE")
+    if clause.kind in ("str", "state", "map"):
+        value = str(value)
+    value = convert(value)
+    return {
+        "=": field == value, "!=": field != value, ">": field > value,
+        ">=": field >= value, "<": field < value, "<=": field <= value,
+    }[op]
+
+
+def _partition_bounds(clauses: Sequence[Clause]) -> list[Any]:
+    """``request_date`` predicates implied by timestamp bounds: prune whole days."""
+    import pyarrow.dataset as ds
+
+    out = []
+    for clause in clauses:
+        if clause.kind != "time" or clause.op not in (">", ">=", "<", "<=", "="):
+            continue
+        day = _to_timestamp(clause.value).date()
+        date = ds.field("request_date")
+        if clause.op in (">", ">="):
+            out.append(date >= day)
+        elif clause.op in ("<", "<="):
+            out.append(date <= day)
+        else:
+            out.append(date == day)
+    return out
+
+
+_ORDER_FIELDS = {"timestamp_ms": "request_time", "timestamp": "request_time",
+                 "execution_time_ms": "execution_duration_ms", "status": "state",
+                 "state": "state", "status_code": "status_code", "trace_id": "trace_id",
+                 "client_request_id": "client_request_id", "session_id": "session_id",
+                 "user_id": "user_id"}
+
+
+def parse_order_by(order_by: Sequence[str] | None) -> list[tuple[str, str]]:
+    if not order_by:
+        return [("request_time", "descending")]
+    out = []
+    for item in order_by:
+        parts = item.split()
+        if not parts or len(parts) > 2 or parts[0].lower() not in _ORDER_FIELDS:
+            raise SearchFilterError(item, 0, f"cannot order by {item!r}; fields: "
+                                    f"{', '.join(sorted(_ORDER_FIELDS))}")
+        direction = parts[1].upper() if len(parts) == 2 else "ASC"
+        if direction not in ("ASC", "DESC"):
+            raise SearchFilterError(item, item.index(parts[1]), "expected ASC or DESC")
+        out.append((_ORDER_FIELDS[parts[0].lower()], "descending" if direction == "DESC" else "ascending"))
+    return out
+
+
+def build_filter(filter_string: str | None) -> Any:
+    """The Arrow dataset expression for ``filter_string`` (None when it is empty)."""
+    clauses = parse_filter(filter_string)
+    expressions = [_expression(c) for c in clauses] + _partition_bounds(clauses)
+    if not expressions:
+        return None
+    result = expressions[0]
+    for expr in expressions[1:]:
+        result = result & expr
+    return result
+
+
+def search_traces(
+    table: str,
+    filter_string: str | None = None,
+    order_by: Sequence[str] | None = None,
+    max_results: int = 100,
+    storage_options: dict[str, str] | None = None,
+) -> list[Trace]:
+    """Traces in the inference table at ``table`` matching ``filter_string`` (MLflow grammar).
+
+    ``order_by`` is a list like ``["timestamp_ms DESC"]`` (the default: newest first).
+    Raises ``SearchFilterError`` (a ``ValueError``) for a bad filter.
+    """
+    if max_results < 1:
+        raise ValueError("max_results must be >= 1")
+    expression = build_filter(filter_string)
+    sort_keys = parse_order_by(order_by)
+    from deltalake import DeltaTable
+
+    dataset = DeltaTable(table, storage_options=storage_options).to_pyarrow_dataset()
+    key_columns = sorted({"trace_id", *(column for column, _ in sort_keys)})
+    matches = dataset.to_table(columns=key_columns, filter=expression)
+    if matches.num_rows == 0:
+        return []
+    top = matches.sort_by(sort_keys).slice(0, max_results)
+    ids = top.column("trace_id").to_pylist()
+    import pyarrow.dataset as ds
+
+    id_filter = ds.field("trace_id").isin(ids)
+    if expression is not None:
+        id_filter = id_filter & expression
+    rows = dataset.to_table(columns=["trace_id", "trace"], filter=id_filter)
+    by_id = dict(zip(rows.column("trace_id").to_pylist(), rows.column("trace").to_pylist(), strict=True))
+    return [Trace.from_json(by_id[i]) for i in ids if i in by_id]
