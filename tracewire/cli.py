@@ -3,6 +3,8 @@
     tracewire search ./traces "status = 'ERROR'" --max-results 20
     tracewire show ./traces tr-0123...
     tracewire compact ./traces --vacuum-hours 168
+    tracewire consume --bootstrap-servers b:9092 --topic genai-traces --group ingest --table ./traces
+    tracewire tail kafka://b:9092/genai-traces
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -118,6 +121,81 @@ def _compact(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _consume(args: argparse.Namespace, out: TextIO) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from tracewire.consumer import ConsumerStats, TraceConsumer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    last = [0.0]
+
+    def progress(stats: ConsumerStats) -> None:
+        now = time.monotonic()
+        if now - last[0] >= args.progress_every:
+            last[0] = now
+            rate = stats.written / max(now - stats.started, 1e-9)
+            print(f"written {stats.written} traces ({rate:.0f}/s), dead letters {stats.dead_letters}, "
+                  f"commits {stats.commits}", file=sys.stderr, flush=True)
+
+    consumer = TraceConsumer(
+        args.bootstrap_servers, args.topic, args.group, args.table,
+        dead_letter_table=args.dead_letter_table, max_batch=args.max_batch,
+        compact_every=args.compact_every, progress=progress,
+    )
+
+    async def run() -> ConsumerStats:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, consumer.stop)
+        return await consumer.run(idle_exit=args.idle_exit)
+
+    stats = asyncio.run(run())
+    out.write(f"consumed {stats.consumed}, written {stats.written}, dead letters "
+              f"{stats.dead_letters}, duplicates skipped {stats.skipped_duplicates}\n")
+    return 0
+
+
+def _tail(args: argparse.Namespace, out: TextIO) -> int:
+    import asyncio
+
+    from tracewire.consumer import PoisonMessage, record_from_message
+
+    uri = args.uri
+    if not uri.startswith("kafka://") or "/" not in uri[len("kafka://"):]:
+        raise ValueError(f"expected kafka://host:port[,host:port]/topic, got {uri!r}")
+    servers, _, topic = uri[len("kafka://"):].partition("/")
+
+    async def run() -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers.split(","),
+                                    auto_offset_reset="earliest" if args.from_beginning else "latest")
+        await consumer.start()
+        seen = 0
+        try:
+            async for message in consumer:
+                try:
+                    record = record_from_message(message.value)
+                    out.write(format_trace_line(record.to_trace()) + "\n")
+                except PoisonMessage as exc:
+                    out.write(f"[partition {message.partition} offset {message.offset}] "
+                              f"not a trace: {exc}\n")
+                out.flush()
+                seen += 1
+                if args.max_messages and seen >= args.max_messages:
+                    return
+        finally:
+            await consumer.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tracewire", description="Read and maintain tracewire traces.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +226,29 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--target-size", type=int, default=None, help="bytes per file")
     compact.add_argument("--vacuum-hours", type=int, default=None)
     compact.set_defaults(run=_compact)
+
+    consume = commands.add_parser("consume", help="Kafka topic -> Delta table, exactly once",
+                                  description="Consume traces from Kafka into an inference table "
+                                  "as a consumer group; no duplicate or missing rows after a crash.")
+    consume.add_argument("--bootstrap-servers", required=True, help="host:port[,host:port]")
+    consume.add_argument("--topic", required=True)
+    consume.add_argument("--group", required=True, help="consumer group id")
+    consume.add_argument("--table", required=True, help="Delta table path or URI")
+    consume.add_argument("--dead-letter-table", default=None,
+                         help="where malformed messages go (default: TABLE_dead_letter)")
+    consume.add_argument("--max-batch", type=int, default=5000, help="messages per Delta commit")
+    consume.add_argument("--compact-every", type=int, default=200, help="compact after N commits (0: never)")
+    consume.add_argument("--idle-exit", type=float, default=None,
+                         help="exit after this many seconds without messages")
+    consume.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
+    consume.set_defaults(run=_consume)
+
+    tail = commands.add_parser("tail", help="follow a Kafka topic, one line per trace",
+                               description="Print one line per trace as it arrives on the topic.")
+    tail.add_argument("uri", help="kafka://host:port[,host:port]/topic")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--max-messages", type=int, default=0, help="stop after N messages")
+    tail.set_defaults(run=_tail)
     return parser
 
 

@@ -74,6 +74,9 @@ def process(trace: Trace, settings: Settings, rng: random.Random) -> TraceRecord
         spans_json = _truncate(trace, spans_json, max(budget, 0))
         if "TRACE_TRUNCATED" not in trace.logging_error_codes:
             trace.logging_error_codes.append("TRACE_TRUNCATED")
+    if trace.logging_error_codes:
+        # Also in the JSON, so a consumer rebuilding inference-table rows from Kafka has them.
+        metadata["tracewire.logging_error_codes"] = ",".join(trace.logging_error_codes)
     payload = b"".join(
         (b'{"info":', orjson.dumps(info.to_dict()), b',"data":{"spans":', spans_json, b"}}")
     )
