@@ -184,10 +184,11 @@ def _route_template(scope: Scope, root_path: str) -> str | None:
         template = getattr(route, "path_format", None) or getattr(route, "path", None)
         if not isinstance(template, str):
             return None
-        if template.endswith("/{path:path}"):
-            return template  # a Mount of a plain ASGI app: its template already has its prefix
         mounted: str = scope.get("root_path", "")
         prefix = mounted[len(root_path):] if mounted.startswith(root_path) else ""
+        if hasattr(route, "routes"):
+            # A Mount whose app routed nothing further: root_path already holds the mount's path.
+            return prefix + "/{path}"
         return prefix + template
     except Exception:
         logger.debug("tracewire: no route template", exc_info=True)
