@@ -73,7 +73,7 @@ def records_to_table(records: Sequence[TraceRecord]) -> Any:
         "user_id": [r.user_id for r in records],
         "request": [r.request for r in records],
         "response": [r.response for r in records],
-        "trace": [r.payload.decode("utf-8") for r in records],
+        "trace": pa.array([r.payload for r in records], type=pa.string()),
         "request_metadata": [list(r.metadata.items()) for r in records],
         "tags": [list(r.tags.items()) for r in records],
         "logging_error_codes": [list(r.logging_error_codes) for r in records],

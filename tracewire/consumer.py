@@ -113,6 +113,15 @@ class ConsumerStats:
     skipped_duplicates: int = 0
     commits: int = 0
     started: float = field(default_factory=time.monotonic)
+    first_message: float | None = None  # monotonic time the first message arrived
+    last_commit: float | None = None
+
+    @property
+    def rate(self) -> float:
+        """Traces written per second from the first message to the last commit."""
+        if self.first_message is None or self.last_commit is None:
+            return 0.0
+        return self.written / max(self.last_commit - self.first_message, 1e-9)
 
 
 class TraceConsumer:
@@ -229,6 +238,27 @@ class TraceConsumer:
                     })
         return rows, letters, offsets
 
+    async def _gather(self, consumer: Any) -> dict[Any, list[Any]]:
+        """Up to ``max_batch`` messages, waiting at most ``poll_timeout`` once some arrived:
+        fewer, larger Delta commits (each commit costs the same fixed log work)."""
+        batch: dict[Any, list[Any]] = {}
+        count = 0
+        deadline: float | None = None
+        while count < self.max_batch and not self._stop.is_set():
+            wait = self.poll_timeout if deadline is None else max(deadline - time.monotonic(), 0)
+            more = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=self.max_batch - count)
+            got = sum(len(m) for m in more.values())
+            for tp, messages in more.items():
+                batch.setdefault(tp, []).extend(messages)
+            count += got
+            if deadline is None:
+                if not got:
+                    break
+                deadline = time.monotonic() + min(self.poll_timeout, 0.5)
+            elif not got or time.monotonic() >= deadline:
+                break
+        return batch
+
     async def run(self, idle_exit: float | None = None) -> ConsumerStats:
         """Consume until ``stop()`` (or SIGTERM via the CLI); ``idle_exit`` seconds without
         messages also ends the run (for batch jobs and tests)."""
@@ -255,13 +285,14 @@ class TraceConsumer:
         last_message = time.monotonic()
         try:
             while not self._stop.is_set():
-                batch = await consumer.getmany(timeout_ms=int(self.poll_timeout * 1000),
-                                               max_records=self.max_batch)
+                batch = await self._gather(consumer)
                 if not any(batch.values()):
                     if idle_exit is not None and time.monotonic() - last_message > idle_exit:
                         break
                     continue
                 last_message = time.monotonic()
+                if self.stats.first_message is None:
+                    self.stats.first_message = last_message
                 rows, letters, offsets = self._split(batch)
                 self.stats.consumed += sum(len(m) for m in batch.values())
                 if not offsets:
@@ -272,6 +303,7 @@ class TraceConsumer:
                 await asyncio.to_thread(self._write, rows, offsets)
                 self.stats.written += len(rows)
                 self.stats.commits += 1
+                self.stats.last_commit = time.monotonic()
                 for partition, offset in offsets.items():
                     self._next[partition] = offset + 1
                 try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import re
 import time
 import traceback
 from binascii import b2a_base64 as _b2a
@@ -87,14 +88,22 @@ def format_request_time(ms: int) -> str:
 
 
 def parse_request_time(value: str | int | None) -> int:
+    """Epoch milliseconds from an RFC 3339 timestamp (any fraction digits, Z or an offset)."""
     if value is None:
         return 0
     if isinstance(value, int):
         return value
-    text = value.rstrip("Z")
-    base, _, frac = text.partition(".")
-    moment = _dt.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=_dt.timezone.utc)
-    return int(moment.timestamp()) * 1000 + int((frac + "000")[:3])
+    match = _RFC3339.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
+    base, frac, zone = match.groups()
+    moment = _dt.datetime.fromisoformat(base + (zone if zone not in (None, "Z", "z") else "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return int(moment.timestamp()) * 1000 + int(((frac or "") + "000")[:3])
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:\d{2})?")
 
 
 class SpanEvent:

@@ -331,7 +331,7 @@ def search_traces(
     from deltalake import DeltaTable
 
     dataset = DeltaTable(table, storage_options=storage_options).to_pyarrow_dataset()
-    key_columns = sorted({"trace_id", *(column for column, _ in sort_keys)})
+    key_columns = sorted({"trace_id", "request_date", *(column for column, _ in sort_keys)})
     matches = dataset.to_table(columns=key_columns, filter=expression)
     if matches.num_rows == 0:
         return []
@@ -339,9 +339,12 @@ def search_traces(
     ids = top.column("trace_id").to_pylist()
     import pyarrow.dataset as ds
 
+    # Second pass reads the (large) trace column of the winners only: their days' partitions,
+    # their ids.
+    days = [d for d in set(top.column("request_date").to_pylist()) if d is not None]
     id_filter = ds.field("trace_id").isin(ids)
-    if expression is not None:
-        id_filter = id_filter & expression
+    if days:
+        id_filter = id_filter & ds.field("request_date").isin(days)
     rows = dataset.to_table(columns=["trace_id", "trace"], filter=id_filter)
     by_id = dict(zip(rows.column("trace_id").to_pylist(), rows.column("trace").to_pylist(), strict=True))
     return [Trace.from_json(by_id[i]) for i in ids if i in by_id]
