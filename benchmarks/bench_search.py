@@ -158,7 +158,8 @@ def run_consumer(n: int, size: int = 10_000) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100,000 rows, 3 repeats")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--consumer", action="store_true", help="also measure consumer throughput")
