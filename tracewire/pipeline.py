@@ -147,7 +147,10 @@ class ExportPipeline:
     # -- request path ------------------------------------------------------------------------------
     def submit(self, trace: Finished) -> bool:
         """Accept a finished trace for export; False (and counted) when the bound is full."""
-        size = trace.approx_bytes
+        # A queued trace will hold its serialized JSON as well as the root request/response
+        # text the sinks index on: count it at twice its captured bytes until it is serialized,
+        # then at its real size (see _pump), so the byte bound bounds memory, not a fraction of it.
+        size = 2 * trace.approx_bytes + 512
         settings = self._settings
         with self._cond:
             if self._closed:
@@ -313,12 +316,16 @@ class ExportPipeline:
                 if record.metadata.get("tracewire.truncated") == "true":
                     truncated += 1
                 records.append(record)
-            approx = sum(t.approx_bytes for t in traces)
+            # From here on the batch holds serialized records: count what they really hold
+            # (payload plus the root request/response text), not the request-path estimate.
+            estimate = sum(2 * t.approx_bytes + 512 for t in traces)
+            held = sum(len(r.payload) + len(r.request or "") + len(r.response or "") for r in records)
             with self._cond:
                 self._sampled_out += sampled_out
                 self._processing_errors += errors
                 self._truncated += truncated
-            batch = _Batch(records, len(traces), approx, len(self._sinks))
+                self._held_bytes += held - estimate
+            batch = _Batch(records, len(traces), held, len(self._sinks))
             if not records or not self._sinks:
                 self._release(batch)
                 continue

@@ -97,11 +97,14 @@ def test_full_queue_drops_and_counts(settings: config.Settings) -> None:
 def test_byte_bound_drops_and_counts(settings: config.Settings) -> None:
     hanging = HangingSink()
     big = make_trace(payload="y" * 50_000)
-    pipeline = ExportPipeline([hanging], settings.replace(queue_max_bytes=120_000))
+    # A queued trace counts twice its captured bytes (JSON + root request/response to come).
+    pipeline = ExportPipeline([hanging], settings.replace(queue_max_bytes=250_000))
     assert pipeline.submit(big) and pipeline.submit(big)
     assert not pipeline.submit(big)
     assert pipeline.stats()["dropped_full"] == 1
-    assert pipeline.stats()["queue_bytes"] <= 120_000
+    assert 200_000 <= pipeline.stats()["queue_bytes"] <= 250_000
+    assert pipeline.flush(0.3) is False  # serialized now, held at real size, still within bound
+    assert 100_000 <= pipeline.stats()["queue_bytes"] <= 250_000
     pipeline.shutdown(0.2)
 
 
