@@ -129,7 +129,9 @@ def dumps_capped(value: Any, max_bytes: int) -> tuple[str, bool]:
     """
     if isinstance(value, (str, bytes, bytearray)) and len(value) > max_bytes:
         if isinstance(value, str):
-            size, preview = len(value.encode("utf-8", "replace")), value[:PREVIEW_CHARS]
+            # isascii() is O(1) on CPython's compact strings: no 10 MB encode to learn the size.
+            size = len(value) if value.isascii() else len(value.encode("utf-8", "replace"))
+            preview = value[:PREVIEW_CHARS]
         else:
             size, preview = len(value), bytes(value[:PREVIEW_CHARS]).decode("utf-8", "replace")
         return orjson.dumps(truncation_marker(size, preview)).decode(), True
@@ -140,5 +142,10 @@ def dumps_capped(value: Any, max_bytes: int) -> tuple[str, bool]:
         raw = text.encode("utf-8")
     if len(raw) <= max_bytes:
         return raw.decode(), False
-    text = raw.decode()
-    return orjson.dumps(truncation_marker(len(raw), text[:PREVIEW_CHARS])).decode(), True
+    return marker_from_json(raw), True
+
+
+def marker_from_json(raw: bytes) -> str:
+    """The truncation marker for an encoded value, decoding only its preview."""
+    preview = raw[: PREVIEW_CHARS * 4].decode("utf-8", "ignore")[:PREVIEW_CHARS]
+    return orjson.dumps(truncation_marker(len(raw), preview)).decode()

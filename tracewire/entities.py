@@ -225,12 +225,16 @@ class Span:
         if not (isinstance(value, (str, bytes, bytearray)) and len(value) > limit):
             try:
                 raw = _orjson_dumps(value, default=_encoding._default, option=_encoding._OPTIONS)
-                if len(raw) <= limit:
-                    text = raw.decode()
-                    live.approx_bytes += len(raw)
-                    return text
             except Exception:
-                pass
+                raw = None
+            if raw is not None:
+                if len(raw) <= limit:
+                    live.approx_bytes += len(raw)
+                    return raw.decode()
+                live.note_truncated(self, key)
+                text = _encoding.marker_from_json(raw)
+                live.approx_bytes += len(text)
+                return text
         text, truncated = _encoding.dumps_capped(value, limit)
         if truncated:
             live.note_truncated(self, key)
