@@ -17,6 +17,7 @@ from tracewire._encoding import PREVIEW_CHARS, truncation_marker
 
 REDACTED = "[REDACTED]"
 _MAX_DEPTH = 64
+_MAX_KNOWN_NAMES = 4096
 
 
 class BodyCapture:
@@ -65,9 +66,11 @@ def decode(data: bytes, content_type: str, redactor: Redactor) -> Any:
     kind = media_type(content_type)
     if kind == "application/json" or kind.endswith("+json"):
         try:
-            return redactor.redact(orjson.loads(data))
+            value = orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
+        else:
+            return redactor.redact(value)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -97,40 +100,59 @@ def form_dict(text: str) -> dict[str, Any]:
 class Redactor:
     """Replaces values of fields whose name contains a secret-like word (case-insensitive)."""
 
-    __slots__ = ("_fields", "_form_re", "_json_re")
+    __slots__ = ("_form_re", "_json_re", "_known", "_name_re")
 
     def __init__(self, fields: tuple[str, ...]) -> None:
-        self._fields = tuple(f.lower() for f in fields if f)
-        if self._fields:
-            names = "|".join(re.escape(f) for f in self._fields)
+        names = "|".join(re.escape(f.lower()) for f in fields if f)
+        self._name_re: re.Pattern[str] | None = None
+        self._json_re: re.Pattern[str] | None = None
+        self._form_re: re.Pattern[str] | None = None
+        # Field names repeat from request to request (an API has a schema): remember the verdicts.
+        self._known: dict[str, bool] = {}
+        if names:
+            self._name_re = re.compile(names)  # matched against lower-cased names
             # Previews of truncated bodies are cut mid-structure, so they are redacted textually.
-            self._json_re: re.Pattern[str] | None = re.compile(
+            self._json_re = re.compile(
                 r'("[^"]*(?:%s)[^"]*"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]\s]*)' % names, re.IGNORECASE
             )
-            self._form_re: re.Pattern[str] | None = re.compile(
-                r"((?:^|&)[^=&]*(?:%s)[^=&]*=)[^&]*" % names, re.IGNORECASE
-            )
-        else:
-            self._json_re = self._form_re = None
+            self._form_re = re.compile(r"((?:^|&)[^=&]*(?:%s)[^=&]*=)[^&]*" % names, re.IGNORECASE)
 
     def is_secret(self, name: str) -> bool:
-        lowered = name.lower()
-        return any(f in lowered for f in self._fields)
+        verdict = self._known.get(name)
+        if verdict is None:
+            verdict = self._name_re is not None and self._name_re.search(name.lower()) is not None
+            if len(self._known) < _MAX_KNOWN_NAMES:
+                self._known[name] = verdict
+        return verdict
 
     def redact(self, value: Any, depth: int = 0) -> Any:
-        if not self._fields:
+        """``value`` with secret-named fields replaced; the same object when nothing matched."""
+        if self._name_re is None:
             return value
+        if depth >= _MAX_DEPTH:
+            return "<max depth>" if isinstance(value, (dict, list)) else value
         if isinstance(value, dict):
-            if depth >= _MAX_DEPTH:
-                return "<max depth>"
-            return {
-                k: REDACTED if isinstance(k, str) and self.is_secret(k) else self.redact(v, depth + 1)
-                for k, v in value.items()
-            }
+            known = self._known
+            out: dict[Any, Any] | None = None
+            for key, item in value.items():
+                secret = known.get(key) if isinstance(key, str) else False
+                if secret is None:
+                    secret = self.is_secret(key)
+                if secret:
+                    new: Any = REDACTED
+                elif isinstance(item, (dict, list)):
+                    new = self.redact(item, depth + 1)
+                else:
+                    continue
+                if new is not item:
+                    if out is None:
+                        out = dict(value)
+                    out[key] = new
+            return value if out is None else out
         if isinstance(value, list):
-            if depth >= _MAX_DEPTH:
-                return "<max depth>"
-            return [self.redact(v, depth + 1) for v in value]
+            changed = [self.redact(item, depth + 1) if isinstance(item, (dict, list)) else item
+                       for item in value]
+            return value if all(a is b for a, b in zip(changed, value, strict=True)) else changed
         return value
 
     def redact_text(self, text: str) -> str:
