@@ -79,8 +79,12 @@ class Server:
         os.unlink(self._log.name)
 
 
+DEPLOYMENT = {"APP_VERSION": "9.9.9", "DEPLOYMENT_ID": "dep-e2e", "REGION": "test-1",
+              "APP_ENVIRONMENT": "staging"}
+
+
 def tracing_env(traces: Path, **extra: str) -> dict[str, str]:
-    return {"ENABLE_TRACING": "true", "TRACING_DESTINATION": f"jsonl:{traces}", **extra}
+    return {"ENABLE_TRACING": "true", "TRACING_DESTINATION": f"jsonl:{traces}", **DEPLOYMENT, **extra}
 
 
 def uvicorn_argv(app: str, port: int) -> list[str]:
@@ -150,6 +154,9 @@ def assert_one_complete_trace_each(traces: list[tracewire.Trace], sent: dict[str
         assert info.session_id == expected["session"]
         assert info.user_id == expected["user"]
         assert info.state == "OK"
+        for key, env in (("app_version", "APP_VERSION"), ("deployment_id", "DEPLOYMENT_ID"),
+                         ("region", "REGION"), ("environment", "APP_ENVIRONMENT")):
+            assert info.trace_metadata[key] == DEPLOYMENT[env]
         root = trace.root_span
         assert root is not None and root.attributes["http.status_code"] == 200
         assert root.attributes["http.path"] == expected["path"]
