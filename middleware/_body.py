@@ -70,7 +70,7 @@ def decode(data: bytes, content_type: str, redactor: Redactor) -> Any:
         except orjson.JSONDecodeError:
             pass
         else:
-            return redactor.redact(value)
+            return _as_json(data, value, redactor)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -80,10 +80,17 @@ def decode(data: bytes, content_type: str, redactor: Redactor) -> Any:
     if kind not in ("text/event-stream", "text/plain", "text/html") and text[:1] in ("{", "["):
         # JSON sent without (or with a generic) content type still gets its secrets redacted.
         try:
-            return redactor.redact(orjson.loads(data))
+            return _as_json(data, orjson.loads(data), redactor)
         except orjson.JSONDecodeError:
             pass
     return text
+
+
+def _as_json(data: bytes, value: Any, redactor: Redactor) -> Any:
+    redacted = redactor.redact(value)
+    # Nothing to redact: the body is already valid JSON text, so it is recorded as is (a
+    # Fragment) instead of being encoded again.
+    return orjson.Fragment(data) if redacted is value else redacted
 
 
 def form_dict(text: str) -> dict[str, Any]:
