@@ -41,6 +41,7 @@ _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _FIXED_HEADERS = (("content-type", b"application/json"), ("tracewire-schema", SCHEMA_VERSION.encode()))
 # Record framing beyond key, value and header bytes: varints, attributes, batch header (61 bytes).
 _FRAMING = 128
+_HEADER_ROOM = 4096  # below this distance from the cap no header arithmetic is needed
 _COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -269,12 +270,15 @@ class KafkaSink(Sink):
             optional.append(("session-id", record.session_id.encode()))
         if record.user_id:
             optional.append(("user-id", record.user_id.encode()))
-        size = len(record.payload) + len(key) + sum(len(k) + len(v) for k, v in (*headers, *optional))
-        # The pipeline truncates payloads a little under max_trace_bytes; with very long session
-        # and user ids the headers could still tip a message over the cap.  They are in the
-        # payload too, so the message goes without them rather than being rejected.
-        if size + _FRAMING <= self.max_request_size:
-            headers.extend(optional)
+        if len(record.payload) + _HEADER_ROOM > self.max_request_size:
+            # The pipeline truncates payloads a little under max_trace_bytes; with very long
+            # session and user ids the headers could still tip a message over the cap.  They are
+            # in the payload too, so the message goes without them rather than being rejected.
+            size = len(record.payload) + len(key) + _FRAMING
+            size += sum(len(k) + len(v) for k, v in (*headers, *optional))
+            if size > self.max_request_size:
+                return key, headers
+        headers.extend(optional)
         return key, headers
 
     # -- producer lifecycle -----------------------------------------------------------------------

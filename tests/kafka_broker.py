@@ -158,12 +158,16 @@ def read_topic(
     })
     messages: list[Message] = []
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            return []
+        deadline = time.monotonic() + timeout
+        while True:  # the sink creates the topic on its first export: poll for it
+            metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if metadata is not None and metadata.error is None and metadata.partitions:
+                break
+            if time.monotonic() > deadline:
+                return []
+            time.sleep(0.05)
         # assign(), not subscribe(): no consumer-group join, which takes ~20 s on tansu.
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
-        deadline = time.monotonic() + timeout
         last = time.monotonic()
         wanted = 1 if expected is None else expected
         while time.monotonic() < deadline and (len(messages) < wanted or time.monotonic() - last < idle):
