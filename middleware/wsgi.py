@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -264,16 +265,16 @@ def _text(value: Any) -> str:
         return value
 
 
-_flask_apps: set[int] = set()
+_flask_apps: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _record_flask_errors(app: Any) -> None:
     """Flask turns unhandled exceptions into a 500 itself; record them on the request's trace."""
     flask = sys.modules.get("flask")
     owner = getattr(app, "__self__", None)
-    if flask is None or owner is None or not isinstance(owner, flask.Flask) or id(owner) in _flask_apps:
+    if flask is None or owner is None or not isinstance(owner, flask.Flask) or owner in _flask_apps:
         return
-    _flask_apps.add(id(owner))
+    _flask_apps.add(owner)
 
     def on_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
         span = _current.get()

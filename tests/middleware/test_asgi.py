@@ -618,6 +618,28 @@ def test_send_failing_with_oserror_marks_disconnect_and_reraises(sink: MemorySin
     assert trace.info.state == "OK"
 
 
+def test_exception_mid_stream_is_error_with_partial_output(sink: MemorySink) -> None:
+    app = FastAPI()
+    app.add_middleware(TracingMiddleware)
+
+    @app.get("/broken")
+    async def broken() -> StreamingResponse:
+        async def events() -> AsyncIterator[str]:
+            yield "data: one\n\n"
+            raise ValueError("generator broke")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    with pytest.raises(ValueError, match="generator broke"):
+        call(app, "GET", "/broken")
+    trace = only_trace(sink)
+    root = root_of(trace)
+    assert trace.info.state == "ERROR"
+    assert root.attributes["http.status_code"] == 200  # the status line was already sent
+    assert root.outputs == "data: one\n\n"
+    assert root.events[0].attributes["exception.type"] == "ValueError"
+
+
 # -- websocket and lifespan -------------------------------------------------------------------------------
 
 
