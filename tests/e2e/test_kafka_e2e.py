@@ -15,6 +15,7 @@ from tests.e2e.servers import (
     assert_one_complete_trace_each,
     drive,
     free_port,
+    gunicorn_argv,
     running,
     uvicorn_argv,
 )
@@ -83,3 +84,17 @@ def test_sigterm_right_after_a_burst_delivers_it_once(broker: Broker) -> None:
         sent = asyncio.run(drive(server.base_url, n=80))
         assert server.stop() in (0, -15), server.log()  # uvicorn re-raises SIGTERM after shutdown
     check_messages(read_topic(broker.bootstrap, topic, expected=len(sent)), sent)
+
+
+def test_gunicorn_preload_workers_sigterm_after_a_burst(broker: Broker) -> None:
+    """Two forked workers, each with its own producer (made after the fork); SIGTERM flushes both."""
+    topic = unique_topic("e2e-gunicorn")
+    port = free_port()
+    env = kafka_env(broker, topic, TRACING_BATCH_INTERVAL="600", TRACING_BATCH_SIZE="10000")
+    with running(gunicorn_argv("examples.flask_app.app:app", port), env, port) as server:
+        sent = asyncio.run(drive(server.base_url, n=60))
+        assert server.stop() == 0, server.log()
+    messages = read_topic(broker.bootstrap, topic, expected=len(sent))
+    counts = Counter(json.loads(m.value)["info"]["client_request_id"] for m in messages)
+    assert counts == Counter(list(sent))  # every request once: nothing lost, nothing sent twice
+    assert_one_complete_trace_each([tracewire.Trace.from_json(m.value) for m in messages], sent)
