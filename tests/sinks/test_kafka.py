@@ -364,3 +364,43 @@ def test_shutdown_with_broker_gone_ends_within_deadline(own_broker: Broker, when
     assert elapsed < 1.5 + 1.0, f"shutdown took {elapsed:.2f}s"
     stats = tracewire.stats()  # the pipeline is gone; what it reported is what shutdown left
     assert stats["queue_traces"] == 0
+
+
+# -- size-aware sampling, end to end ----------------------------------------------------------------------
+@pytest.mark.kafka
+def test_size_aware_sampling_statistics_through_kafka(broker: Broker) -> None:
+    """§7 through the real sink: what reaches the topic re-weights back to what was sent."""
+    topic = unique_topic()
+    threshold = 10_000
+    tracewire.configure(enabled=True, destination=f"kafka://{broker.bootstrap}/{topic}",
+                        batch_interval=0.01, sampling_size_threshold=threshold)
+    small = emit("small", 100, size=500)
+    large = emit("large", 300, size=40_000)
+    errors = []
+    for i in range(30):
+        with tracewire.start_span("POST /chat") as root:
+            tracewire.update_current_trace(client_request_id=f"error-{i}")
+            root.set_outputs("e" * 40_000)
+            root.set_status("ERROR")
+        errors.append(f"error-{i}")
+    assert tracewire.flush(30)
+    infos = {}
+    for message in read_topic(broker.bootstrap, topic, expected=100 + 30 + 1):
+        info = json.loads(message.value)["info"]
+        assert info["client_request_id"] not in infos
+        infos[info["client_request_id"]] = info
+    kept_small = [i for i in small if i in infos]
+    kept_errors = [i for i in errors if i in infos]
+    kept_large = [infos[i] for i in large if i in infos]
+    assert len(kept_small) == 100 and len(kept_errors) == 30  # small and ERROR traces: all kept
+    assert all(infos[i]["trace_metadata"]["tracewire.sampling_fraction"] == "1.0" for i in kept_small)
+    fractions = [float(i["trace_metadata"]["tracewire.sampling_fraction"]) for i in kept_large]
+    sizes = [int(i["trace_metadata"]["tracewire.size_bytes"]) for i in kept_large]
+    assert all(abs(f - threshold / s) < 1e-9 for f, s in zip(fractions, sizes, strict=True))
+    p = sum(fractions) / len(fractions)  # ~0.25: every large trace is ~40 KB
+    sd = (300 * p * (1 - p)) ** 0.5
+    assert abs(len(kept_large) - 300 * p) < 4 * sd  # Binomial(300, p), 4 standard deviations
+    assert abs(sum(1 / f for f in fractions) - 300) < 4 * sd / p  # re-weighting recovers the count
+    stats = tracewire.stats()
+    assert stats["sampled_out"] == 300 - len(kept_large)
+    assert stats["exported"][f"kafka:{topic}"] == len(infos)
