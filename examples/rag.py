@@ -42,7 +42,7 @@ def _words(text: str) -> set[str]:
 def retrieve(question: str, k: int = 4) -> list[dict[str, Any]]:
     """The ``k`` documents sharing the most words with the question."""
     query = _words(question)
-    scored = [
+    scored: list[dict[str, Any]] = [
         {**doc, "score": len(query & _words(doc["title"] + " " + doc["text"]))} for doc in CORPUS
     ]
     scored.sort(key=lambda d: (-d["score"], d["id"]))

@@ -34,7 +34,7 @@ class TracingMiddleware:
     with ``tracewire.configure`` once, here.  A bad argument raises ``ValueError``.
     """
 
-    def __init__(self, app: ASGIApp, **settings: Any) -> None:
+    def __init__(self, app: ASGIApp, /, **settings: Any) -> None:
         self.app = app
         self._cfg = _request.resolve(settings)
 
