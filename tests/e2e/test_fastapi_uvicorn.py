@@ -54,3 +54,27 @@ def test_sync_endpoint_and_404_under_uvicorn(tmp_path: Path) -> None:
         assert trace.info.state == "OK"
         [lookup] = [s for s in trace.data.spans if s.name == "lookup"]
         assert lookup.parent_id == root.span_id  # a sync endpoint: anyio worker thread
+
+
+def test_demo_command_serves_traces_and_exits(tmp_path: Path) -> None:
+    """The README's main-job command: ``python -m examples.fastapi_app --demo``."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.e2e.servers import REPO
+
+    traces_file = tmp_path / "traces.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO), **tracing_env(traces_file)}
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.fastapi_app", "--demo", "--port", str(free_port())],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = re.findall(r"tr-[0-9a-f]{32}", done.stdout)
+    assert len(printed) == 4
+    assert f"traces are in the JSON-lines file {traces_file}" in done.stdout
+    traces = read_traces(traces_file)
+    assert sorted(t.info.trace_id for t in traces) == sorted(printed)
+    assert {t.info.session_id for t in traces} == {"demo-session"}
