@@ -70,6 +70,7 @@ class TracingWSGIMiddleware:
             result = self.app(environ, exchange.start_response)
             return _ClosingIterator(result, exchange)
         except BaseException as exc:
+            exchange.failed_before_body()
             exchange.finish(exc)
             raise
         finally:
@@ -130,6 +131,11 @@ class _Exchange:
 
         return tee_write
 
+    def failed_before_body(self) -> None:
+        """The app raised before any body byte: the server answers 500, whatever was started."""
+        if self.first_byte_ns is None:
+            self.status = 500
+
     def chunk(self, data: bytes) -> None:
         if data:
             if self.first_byte_ns is None:
@@ -185,6 +191,7 @@ class _ClosingIterator:
             raise
         except BaseException as exc:
             exchange.error = exc
+            exchange.failed_before_body()
             raise
         finally:
             _current.reset(token)

@@ -200,6 +200,19 @@ def test_exception_while_streaming_is_error(sink: MemorySink) -> None:
     trace = only_trace(sink)
     assert trace.info.state == "ERROR"
     assert root_of(trace).outputs == "partial"
+    assert root_of(trace).attributes["http.status_code"] == 200  # the status line went out
+
+
+def test_exception_after_start_response_before_body_is_500(sink: MemorySink) -> None:
+    def app(environ: Any, start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        raise KeyError("late")
+
+    with pytest.raises(KeyError):
+        client(TracingWSGIMiddleware(app)).get("/x", buffered=True)
+    trace = only_trace(sink)
+    assert trace.info.state == "ERROR"
+    assert root_of(trace).attributes["http.status_code"] == 500
 
 
 @pytest.mark.parametrize(
