@@ -248,14 +248,28 @@ class Span:
         self._attributes[SpanAttributeKey.OUTPUTS] = self._encode(SpanAttributeKey.OUTPUTS, outputs)
 
     def set_attribute(self, key: str, value: Any) -> None:
-        key = str(key)
+        if type(key) is not str:
+            key = str(key)
+        kind = type(value)
+        live = self._live
+        # Fast path for the scalars that make up most attributes: a short string cannot exceed
+        # the value cap (JSON escaping grows a character to at most 6 bytes).
+        if live is not None and (
+            kind is bool or kind is float or (kind is str and len(value) * 6 < live.max_value_bytes)
+            or (kind is int and -(2**63) <= value < 2**64)
+        ):
+            raw = _orjson_dumps(value)
+            live.approx_bytes += len(raw)
+            self._attributes[key] = raw.decode()
+            return
         self._attributes[key] = self._encode(key, value)
-        if key == SpanAttributeKey.CHAT_USAGE and self._live is not None:
-            self._live.record_usage(self.span_id, value)
+        if key == SpanAttributeKey.CHAT_USAGE and live is not None:
+            live.record_usage(self.span_id, value)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        set_attribute = self.set_attribute
         for key, value in attributes.items():
-            self.set_attribute(key, value)
+            set_attribute(key, value)
 
     def set_span_type(self, span_type: str) -> None:
         self._attributes[SpanAttributeKey.SPAN_TYPE] = _encoding.dumps(str(span_type))
