@@ -110,24 +110,29 @@ class Redactor:
     __slots__ = ("_form_re", "_json_re", "_known", "_name_re")
 
     def __init__(self, fields: tuple[str, ...]) -> None:
-        names = "|".join(re.escape(f.lower()) for f in fields if f)
+        # "api_key" also matches "apikey", "api-key" and "API Key".
+        words = "|".join(re.escape(f.lower()).replace("_", "[-_ ]?") for f in fields if f)
+        # A secret word matches case-insensitively but must not run on into lower-case letters:
+        # "access_token", "accessToken", "X-API-Key" are secrets; "max_tokens", "tokenizer",
+        # "secretary" are not.
+        names = f"(?i:{words})(?![a-z])" if words else ""
         self._name_re: re.Pattern[str] | None = None
         self._json_re: re.Pattern[str] | None = None
         self._form_re: re.Pattern[str] | None = None
         # Field names repeat from request to request (an API has a schema): remember the verdicts.
         self._known: dict[str, bool] = {}
         if names:
-            self._name_re = re.compile(names)  # matched against lower-cased names
+            self._name_re = re.compile(names)
             # Previews of truncated bodies are cut mid-structure, so they are redacted textually.
             self._json_re = re.compile(
-                r'("[^"]*(?:%s)[^"]*"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]\s]*)' % names, re.IGNORECASE
+                r'("[^"]*(?:%s)[^"]*"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]\s]*)' % names
             )
-            self._form_re = re.compile(r"((?:^|&)[^=&]*(?:%s)[^=&]*=)[^&]*" % names, re.IGNORECASE)
+            self._form_re = re.compile(r"((?:^|&)[^=&]*(?:%s)[^=&]*=)[^&]*" % names)
 
     def is_secret(self, name: str) -> bool:
         verdict = self._known.get(name)
         if verdict is None:
-            verdict = self._name_re is not None and self._name_re.search(name.lower()) is not None
+            verdict = self._name_re is not None and self._name_re.search(name) is not None
             if len(self._known) < _MAX_KNOWN_NAMES:
                 self._known[name] = verdict
         return verdict

@@ -148,7 +148,7 @@ SETTINGS: tuple[Setting, ...] = (
             "response header carrying the trace id"),
     Setting("redact_fields", "TRACING_REDACT_FIELDS",
             ("password", "api_key", "apikey", "token", "secret", "authorization"), _str_list,
-            "body field names (substring, case-insensitive) replaced by [REDACTED]"),
+            "body field names containing one of these words (case-insensitive) replaced by [REDACTED]"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -101,6 +101,23 @@ def test_redaction_is_nested_and_case_insensitive() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("access_token", True), ("accessToken", True), ("X-API-Key", True), ("api key", True),
+        ("APIKEY", True), ("client_secret", True), ("password_hash", True), ("Authorization", True),
+        ("max_tokens", False), ("input_tokens", False), ("tokenizer", False), ("secretary", False),
+        ("passwords_allowed_count", False),
+    ],
+    ids=lambda v: str(v),
+)
+def test_secret_words_do_not_run_on_into_other_words(name: str, secret: bool) -> None:
+    redactor = Redactor(("password", "api_key", "token", "secret", "authorization"))
+    assert redactor.is_secret(name) is secret
+    assert (redactor.redact({name: "v"}) == {name: REDACTED}) is secret
+    assert ("v" not in redactor.redact_text(f'{{"{name}": "v"}}')) is secret
+
+
 def test_redaction_of_truncated_previews() -> None:
     text = '{"user": "ann", "password": "hunter2", "api_key": 12345, "n'
     assert "hunter2" not in REDACT.redact_text(text)
