@@ -17,6 +17,7 @@ shutdown) and tansu, the test broker, does not implement it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_SIZE = 1048576  # Kafka's default message cap, = TRACING_MAX_TRACE_BYTES default
 _RECREATE_AFTER = 3  # consecutive failed exports before the producer is thrown away
+_CLOSE_TIMEOUT = 0.4  # under the 0.5 s the pipeline grants aclose() at a late shutdown
 _WARN_EVERY = 30.0
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _FIXED_HEADERS = (("content-type", b"application/json"), ("tracewire-schema", SCHEMA_VERSION.encode()))
@@ -296,7 +298,7 @@ class KafkaSink(Sink):
                 await self._create_topic()
         except BaseException:
             # A half-started producer holds a sender task and sockets; close before retrying.
-            await _close(producer, 1.0)
+            await _close(producer)
             raise
         self._producer = producer
         return producer
@@ -305,8 +307,8 @@ class KafkaSink(Sink):
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
         admin = AIOKafkaAdminClient(**self._client_options)
-        await admin.start()
         try:
+            await admin.start()
             replication = self.replication_factor
             if replication is None:
                 # Three copies where the cluster has them, one on a single-broker dev cluster.
@@ -314,7 +316,8 @@ class KafkaSink(Sink):
                 replication = max(1, min(3, len(cluster.get("brokers", ()) or ())))
             response = await admin.create_topics([NewTopic(self.topic, self.num_partitions, replication)])
         finally:
-            await admin.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(admin.close(), _CLOSE_TIMEOUT)
         for _topic, code, message in getattr(response, "topic_errors", ()):
             if code not in (0, 36) and not self._create_warned:  # 36: TOPIC_ALREADY_EXISTS
                 # E.g. no CREATE permission: the topic may still exist or be auto-created; sends tell.
@@ -334,14 +337,14 @@ class KafkaSink(Sink):
         # A producer that keeps failing may hold stale metadata or addresses; start afresh.
         producer, self._producer = self._producer, None
         self._failures = 0
-        await _close(producer, 1.0)
+        await _close(producer)
         if self._inflight is not None:
             self._harvest(self._inflight)
 
     async def aclose(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            await _close(producer, min(self.send_timeout, 2.0))
+            await _close(producer)
 
     def after_fork(self) -> None:
         # The parent's producer is bound to a loop and sockets this process must not touch.
@@ -374,24 +377,33 @@ def _is_record_error(exc: BaseException) -> bool:
     ))
 
 
-async def _close(producer: Any, timeout: float) -> None:
-    """Stop ``producer`` within ``timeout``: unsent messages are failed, not waited for."""
+async def _close(producer: Any, timeout: float = _CLOSE_TIMEOUT) -> None:
+    """Stop ``producer`` within ``timeout``.  Whatever it still holds was given up by the caller
+    (counted lost by the pipeline, or to be resent by a new producer), so it is failed, not
+    flushed: a dead broker cannot make this wait."""
+    _fail_pending(producer)
     stop = asyncio.ensure_future(producer.stop())
     try:
         await asyncio.wait_for(asyncio.shield(stop), timeout)
-        return
-    except asyncio.CancelledError:
-        _fail_pending(producer)
-        raise
     except asyncio.TimeoutError:
-        _fail_pending(producer)
+        logger.debug("tracewire: the Kafka producer did not stop within %.1fs", timeout)
+    except asyncio.CancelledError:
+        stop.cancel()
+        raise
     except Exception:
+        # E.g. aiokafka's sender tripping over a failed in-flight batch it meant to re-queue.
         logger.debug("tracewire: stopping the Kafka producer failed", exc_info=True)
+    else:
         return
-    try:
-        await asyncio.wait_for(stop, 1.0)
-    except Exception:
-        logger.debug("tracewire: the Kafka producer did not stop", exc_info=True)
+    if not stop.done():
+        # Cancelling propagates into aiokafka's sender and its in-flight requests; give them a
+        # moment to unwind so no task is left pending when the worker loop closes.
+        stop.cancel()
+        await asyncio.wait([stop], timeout=0.1)
+    client = getattr(producer, "client", None)
+    if client is not None:  # stop() did not get as far as closing the connections
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 0.1)
 
 
 def _fail_pending(producer: Any) -> None:
