@@ -312,6 +312,29 @@ def build_filter(filter_string: str | None) -> Any:
     return result
 
 
+def open_dataset(table: str, storage_options: dict[str, str] | None = None) -> Any:
+    """The table's current files as a pyarrow dataset, ``request_date`` as a hive partition.
+
+    Local tables are read with pyarrow's own dataset over the files the Delta log lists:
+    deltalake's ``to_pyarrow_dataset`` (1.x with pyarrow 26) aborts the interpreter at exit about
+    half the time ("terminate called without an active exception"), which a CLI cannot afford.
+    Object-store tables still go through deltalake's filesystem handler.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    delta = DeltaTable(table, storage_options=storage_options)
+    if "://" in table and not table.startswith("file://"):
+        return delta.to_pyarrow_dataset()
+    files = [uri.removeprefix("file://") for uri in delta.file_uris()]
+    base = table.removeprefix("file://")
+    partitioning = ds.partitioning(pa.schema([("request_date", pa.date32())]), flavor="hive")
+    if not files:
+        return None
+    return ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base)
+
+
 def search_traces(
     table: str,
     filter_string: str | None = None,
@@ -328,9 +351,9 @@ def search_traces(
         raise ValueError("max_results must be >= 1")
     expression = build_filter(filter_string)
     sort_keys = parse_order_by(order_by)
-    from deltalake import DeltaTable
-
-    dataset = DeltaTable(table, storage_options=storage_options).to_pyarrow_dataset()
+    dataset = open_dataset(table, storage_options)
+    if dataset is None:  # a table without data files
+        return []
     key_columns = sorted({"trace_id", "request_date", *(column for column, _ in sort_keys)})
     matches = dataset.to_table(columns=key_columns, filter=expression)
     if matches.num_rows == 0:
