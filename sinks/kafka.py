@@ -189,6 +189,14 @@ class KafkaSink(Sink):
                 "traces truncated to the latter may be rejected by the producer",
                 options["max_request_size"], settings.max_trace_bytes,
             )
+        # A bad env value must not cost the destination: drop it (logged) and keep its default.
+        for name in list(options):
+            try:
+                cls(servers, topic, **{name: options[name]})
+            except ValueError as exc:
+                logger.warning("tracewire: ignoring TRACING_KAFKA_%s=%r (%s)",
+                               name.upper(), options[name], exc)
+                del options[name]
         return cls(servers, topic, **options)
 
     # -- export -----------------------------------------------------------------------------------

@@ -80,13 +80,14 @@ def test_bad_uri_raises_clear_error(uri: str) -> None:
 
 def test_from_uri_reads_tracing_kafka_settings(caplog: pytest.LogCaptureFixture) -> None:
     env = {"TRACING_KAFKA_KEY_BY": "session_id", "TRACING_KAFKA_COMPRESSION_TYPE": "gzip",
-           "TRACING_KAFKA_LINGER_MS": "oops", "TRACING_KAFKA_ACKS": "1",
+           "TRACING_KAFKA_LINGER_MS": "oops", "TRACING_KAFKA_ACKS": "2",
            "TRACING_MAX_TRACE_BYTES": "4194304"}
     with caplog.at_level(logging.WARNING):
         sink = KafkaSink.from_uri("kafka://h:1/t", config.load(env))
     assert (sink.key_by, sink.compression_type, sink.topic) == ("session_id", "gzip", "t")
     assert sink.max_request_size == 4194304  # follows TRACING_MAX_TRACE_BYTES up
-    assert "TRACING_KAFKA_LINGER_MS" in caplog.text  # bad env value: logged, default kept
+    # Bad env values (unparsable, or rejected by the constructor): logged, defaults kept.
+    assert "TRACING_KAFKA_LINGER_MS" in caplog.text and "TRACING_KAFKA_ACKS" in caplog.text
 
 
 def test_bad_constructor_argument_raises() -> None:
