@@ -9,6 +9,8 @@ text, so compression sees realistic JSON), in one run against one tansu broker:
   ``TRACING_DESTINATION=kafka://...``; time from the first submit until ``flush()`` returns —
   serialization, size-aware sampling (threshold raised so every trace is kept), batching, the
   KafkaSink, acks.
+- **KafkaSink alone**: ``export`` called directly with the records already serialized, 256 per
+  call — the sink's own cost, apart from the worker's serialization and sampling.
 - **paced 1,000 traces/s** of 10 KB for a few seconds through the pipeline: delivered %.
 - the producer settings the defaults were chosen from (``--matrix``, on by default in a full run):
   compression codec x batch size / linger, raw aiokafka, 10 KB traces.
@@ -117,6 +119,33 @@ def pipeline(bootstrap: str, payloads: list[tuple[bytes, bytes]]) -> tuple[float
     return elapsed, stats
 
 
+def sink_only(bootstrap: str, payloads: list[tuple[bytes, bytes]], batch: int = 256) -> float:
+    """``KafkaSink.export`` alone on already-serialized records, ``batch`` per call (the
+    pipeline's default batch size): what the sink costs over raw aiokafka, without the worker's
+    serialization and sampling."""
+    import tracewire
+    from sinks import KafkaSink
+    from tests.kafka_broker import unique_topic
+    from tracewire import config, sampling
+
+    settings = config.load({}, sampling_size_threshold=2**30)
+    rng = random.Random(1)
+    records = [sampling.process(tracewire.Trace.from_json(v), settings, rng) for _, v in payloads]
+    kept = [r for r in records if r is not None]
+
+    async def go() -> float:
+        sink = KafkaSink(bootstrap, unique_topic("sink"), send_timeout=30.0)
+        await sink.export(kept[:1])
+        started = time.perf_counter()
+        for i in range(0, len(kept), batch):
+            await sink.export(kept[i:i + batch])
+        elapsed = time.perf_counter() - started
+        await sink.aclose()
+        return elapsed
+
+    return asyncio.run(go())
+
+
 def paced(bootstrap: str, payloads: list[tuple[bytes, bytes]], rate: int, seconds: float) -> dict[str, Any]:
     """Submit ``rate`` traces/s for ``seconds``, as a server would; then count what arrived."""
     import tracewire
@@ -160,6 +189,7 @@ def run(quick: bool = False, matrix: bool = True) -> list[dict[str, Any]]:
             mb = sum(len(v) for _, v in payloads) / 1e6
             raw_s = raw_aiokafka(broker.bootstrap, payloads)
             pipe_s, stats = pipeline(broker.bootstrap, payloads)
+            sink_s = sink_only(broker.bootstrap, payloads)
             exported = sum(stats["exported"].values())
             rows.append({
                 "kind": "throughput", "size": size, "n": len(payloads),
@@ -167,6 +197,7 @@ def run(quick: bool = False, matrix: bool = True) -> list[dict[str, Any]]:
                 "raw_tps": len(payloads) / raw_s, "raw_mbps": mb / raw_s,
                 "pipe_tps": len(payloads) / pipe_s, "pipe_mbps": mb / pipe_s,
                 "ratio": raw_s / pipe_s, "delivered": exported - 1, "expected": len(payloads),
+                "sink_tps": len(payloads) / sink_s, "sink_ratio": raw_s / sink_s,
             })
         payloads = make_payloads(10_000, 500)
         rows.append({"kind": "paced", "rate": 1000, "seconds": 3 if quick else 10,
@@ -196,13 +227,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"\n## Kafka export throughput (tansu), KafkaSink defaults: {codec}, 1 MiB batches, "
           "linger 5 ms, acks=all\n")
     print("| trace size | traces | raw aiokafka traces/s | MB/s | tracewire pipeline traces/s | MB/s "
-          "| pipeline / raw | delivered |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| pipeline / raw | delivered | KafkaSink.export alone traces/s | sink / raw |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["kind"] == "throughput":
             print(f"| {r['avg_bytes'] / 1000:.1f} KB | {r['n']} | {r['raw_tps']:.0f} | {r['raw_mbps']:.1f} | "
                   f"{r['pipe_tps']:.0f} | {r['pipe_mbps']:.1f} | {r['ratio'] * 100:.0f}% | "
-                  f"{r['delivered']}/{r['expected']} |")
+                  f"{r['delivered']}/{r['expected']} | {r['sink_tps']:.0f} | {r['sink_ratio'] * 100:.0f}% |")
     for r in rows:
         if r["kind"] == "paced":
             print(f"\nPaced {r['rate']} traces/s x 10 KB for {r['seconds']} s through the pipeline: "
