@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -98,3 +99,24 @@ def test_gunicorn_preload_workers_sigterm_after_a_burst(broker: Broker) -> None:
     counts = Counter(json.loads(m.value)["info"]["client_request_id"] for m in messages)
     assert counts == Counter(list(sent))  # every request once: nothing lost, nothing sent twice
     assert_one_complete_trace_each([tracewire.Trace.from_json(m.value) for m in messages], sent)
+
+
+def test_broker_down_when_the_app_starts(broker: Broker) -> None:
+    """Requests are served fast with no broker; their traces arrive once it comes up."""
+    if broker.external:
+        pytest.skip("TRACEWIRE_TEST_KAFKA names an external broker; this test starts its own")
+    late = Broker()  # a free port, nothing listening on it yet
+    topic = unique_topic("e2e-late")
+    port = free_port()
+    argv = uvicorn_argv("examples.fastapi_app.app:app", port)
+    try:
+        with running(argv, kafka_env(late, topic, TRACING_EXPORT_TIMEOUT="2"), port) as server:
+            started = time.monotonic()
+            sent = asyncio.run(drive(server.base_url, n=40))
+            elapsed = time.monotonic() - started
+            assert elapsed < 10, f"40 requests took {elapsed:.1f}s with the broker down"
+            late.start()
+            check_messages(read_topic(late.bootstrap, topic, expected=len(sent)), sent)
+            assert server.stop() in (0, -15), server.log()
+    finally:
+        late.kill()
