@@ -6,6 +6,7 @@ Nothing here raises into a request: bookkeeping errors are logged and the reques
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -209,7 +210,13 @@ def finish(
             status = 500  # what the server's outermost error handler will answer
         if status is not None:
             root.set_attribute("http.status_code", status)
-        _record_bodies(root, cfg, request_body, request_type, response_body, response_type, query)
+        live = root._live
+        if cfg.capture_bodies and live is not None:
+            # Decoding, redacting and encoding the bodies needs nothing but the captured bytes:
+            # it runs on the export worker, not in the request's latency.
+            held = (request_body.kept if request_body else 0) + (response_body.kept if response_body else 0)
+            live.defer(functools.partial(_record_bodies, root, cfg, request_body, request_type,
+                                         response_body, response_type, query), 2 * held + len(query))
         start = root.start_time_ns
         if first_byte_ns is not None:
             root.set_attribute("tracewire.ttfb_ms", round((first_byte_ns - start) / 1e6, 3))

@@ -11,6 +11,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tracewire import _encoding, _runtime
@@ -60,6 +61,7 @@ class LiveTrace:
         "_id_json",
         "approx_bytes",
         "client_request_id",
+        "deferred",
         "error_codes",
         "finished",
         "max_value_bytes",
@@ -92,6 +94,7 @@ class LiveTrace:
         self.error_codes: list[str] | None = None
         self.finished = False
         self.approx_bytes = 0  # grows as values are captured; the pipeline's byte bound uses it
+        self.deferred: list[Callable[[], None]] | None = None
 
     def new_span(
         self,
@@ -124,6 +127,18 @@ class LiveTrace:
             self.root = span
         return span
 
+    def defer(self, work: Callable[[], None], approx_bytes: int = 0) -> None:
+        """Run ``work`` on the export worker, just before the trace is built.
+
+        For recording that only needs data already captured (the middleware decodes, redacts
+        and encodes request/response bodies this way): the request path keeps the raw bytes
+        and moves on.  ``approx_bytes`` is what the work will add, for the queue's byte bound.
+        """
+        if self.deferred is None:
+            self.deferred = []
+        self.deferred.append(work)
+        self.approx_bytes += approx_bytes
+
     def note_truncated(self, span: Span, key: str) -> None:
         """A captured value was over ``max_value_bytes`` and was replaced by a marker."""
         if span is self.root and key == SpanAttributeKey.INPUTS:
@@ -154,6 +169,13 @@ class LiveTrace:
 
     def to_trace(self) -> Trace:
         """The finished ``Trace``; built on the export worker, off the request path."""
+        if self.deferred:
+            work, self.deferred = self.deferred, None
+            for item in work:
+                try:
+                    item()
+                except Exception:
+                    logger.exception("tracewire: deferred recording failed for trace %s", self.trace_id)
         root = self.root
         assert root is not None and root.end_time_ns is not None
         metadata = dict(_runtime.process_metadata())
