@@ -8,15 +8,15 @@ tables, with the machine they came from, to a Markdown file (``benchmarks/result
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import importlib
-import io
 import os
 import platform
+import subprocess
 import sys
 import time
-import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SECTIONS = [
     ("core", "benchmarks.bench_core", "one trace, root + 2 children, vs mlflow-tracing"),
@@ -48,22 +48,15 @@ def main() -> None:
             continue
         print(f"\n=== {name}: {what}", file=sys.stderr, flush=True)
         started = time.monotonic()
-        buffer = io.StringIO()
-        try:
-            module = importlib.import_module(module_name)
-            argv = [module_name] + (["--quick"] if args.quick else [])
-            if name == "search":
-                argv.append("--consumer")
-            old_argv, sys.argv = sys.argv, argv
-            try:
-                with contextlib.redirect_stdout(buffer):
-                    module.main()
-            finally:
-                sys.argv = old_argv
-        except (Exception, SystemExit) as exc:
-            buffer.write(f"\n## {name}\n\nskipped: {type(exc).__name__}: {exc}\n")
-            traceback.print_exc(file=sys.stderr)
-        text = buffer.getvalue()
+        # Each section in its own process: no heap, thread or GC state carried from the last one.
+        argv = [sys.executable, "-m", module_name] + (["--quick"] if args.quick else [])
+        if name == "search":
+            argv.append("--consumer")
+        result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+        sys.stderr.write(result.stderr)
+        text = result.stdout
+        if result.returncode != 0:
+            text += f"\n## {name}\n\nskipped: exit code {result.returncode}: {result.stderr.strip()[-300:]}\n"
         print(text, flush=True)
         chunks.append(text + f"\n({name}: {time.monotonic() - started:.0f} s)\n")
     if args.results:
