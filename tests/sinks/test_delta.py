@@ -94,3 +94,46 @@ def test_two_processes_append_concurrently(tmp_path: Path) -> None:
 def test_missing_path_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="needs a path"):
         DeltaTableSink.from_uri("delta:", tracewire.configure(enabled=False))
+
+
+def test_fastapi_example_in_process_one_row_per_request(tmp_path: Path) -> None:
+    """The FastAPI example with TRACING_DESTINATION=delta:...: one row per request."""
+    import asyncio
+
+    import httpx
+
+    from examples.fastapi_app.app import app
+
+    table = tmp_path / "inference"
+    tracewire.configure(enabled=True, destination=f"delta:{table}", batch_interval=0.01)
+
+    async def drive() -> list[str]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            responses = await asyncio.gather(*(
+                client.post("/chat", json={"question": f"How do I enable tracing? {i}"},
+                            headers={"X-Request-ID": f"inproc-{i}", "X-Session-ID": "sess-ex",
+                                     "X-User-ID": "u-ex"})
+                for i in range(12)
+            ))
+            health = await client.get("/health")  # excluded from tracing
+        assert health.status_code == 200
+        assert all(r.status_code == 200 for r in responses)
+        return [r.headers["x-trace-id"] for r in responses]
+
+    try:
+        trace_ids = asyncio.run(drive())
+        assert tracewire.flush(30)
+    finally:
+        tracewire.shutdown()
+        tracewire.configure(enabled=False)
+    rows = deltalake.DeltaTable(str(table)).to_pyarrow_table(
+        columns=["trace_id", "client_request_id", "session_id", "user_id", "status_code", "state"]
+    ).to_pylist()
+    assert sorted(r["trace_id"] for r in rows) == sorted(trace_ids)
+    assert sorted(r["client_request_id"] for r in rows) == sorted(f"inproc-{i}" for i in range(12))
+    assert {(r["session_id"], r["user_id"], r["status_code"], r["state"]) for r in rows} == {
+        ("sess-ex", "u-ex", 200, "OK")
+    }
+    found = tracewire.search_traces(str(table), "client_request_id = 'inproc-3'")
+    assert [s.span_type for s in found[0].data.spans] == ["CHAIN", "RETRIEVER", "RERANKER", "LLM"]

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 import tracewire
+from tests.kafka_broker import Broker, unique_topic
 from tracewire import SpanType
 
 pytest.importorskip("deltalake")
@@ -94,3 +95,25 @@ def test_compact_merges_files_and_keeps_rows(table: str) -> None:
     assert after.to_pyarrow_table().num_rows == rows
     assert len(after.file_uris()) < files
     assert len(list(Path(table).rglob("*.parquet"))) == len(after.file_uris())
+
+
+@pytest.mark.kafka
+def test_tail_prints_one_line_per_trace(broker: Broker) -> None:
+    topic = unique_topic("tail")
+    tracewire.configure(enabled=True, destination=f"kafka://{broker.bootstrap}/{topic}",
+                        batch_interval=0.01)
+    try:
+        for i in range(3):
+            with tracewire.start_span("POST /chat"):
+                tracewire.update_current_trace(client_request_id=f"tail-{i}", session_id="s-tail")
+        assert tracewire.flush(30)
+    finally:
+        tracewire.shutdown()
+        tracewire.configure(enabled=False)
+    result = cli("tail", f"kafka://{broker.bootstrap}/{topic}", "--from-beginning", "--max-messages", "3")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sorted(line.split("req=")[1].split()[0] for line in lines) == ["tail-0", "tail-1", "tail-2"]
+    assert all("session=s-tail" in line and "POST /chat" in line for line in lines)
+    bad = cli("tail", "kafka://nohost")
+    assert bad.returncode == 2 and "expected kafka://" in bad.stderr
