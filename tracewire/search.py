@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -328,7 +329,7 @@ def open_dataset(table: str, storage_options: dict[str, str] | None = None) -> A
     if "://" in table and not table.startswith("file://"):
         return delta.to_pyarrow_dataset()
     files = [uri.removeprefix("file://") for uri in delta.file_uris()]
-    base = table.removeprefix("file://")
+    base = os.path.abspath(table.removeprefix("file://"))  # the log lists absolute paths
     partitioning = ds.partitioning(pa.schema([("request_date", pa.date32())]), flavor="hive")
     if not files:
         return None

@@ -133,3 +133,9 @@ def test_time_filters_prune_partitions() -> None:
 def test_missing_table_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"(?i)not.*(found|delta table)|no files"):
         tracewire.search_traces(str(tmp_path / "nope"))
+
+
+def test_relative_table_path_with_time_filter(table: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(table).parent)
+    found = tracewire.search_traces(Path(table).name, f"timestamp_ms > {NOW_MS - 3_600_000}")
+    assert len(found) == 8
