@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -88,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     stats = tracewire.stats()
     for destination in _destinations():
         print(f"traces are in {describe(destination)}")
+        if destination.startswith("delta:") and results:
+            cli = os.path.relpath(os.path.join(os.path.dirname(sys.executable), "tracewire"))
+            table = destination.partition(":")[2]
+            print(f"  look at them: {cli} search {table} \"session_id = 'demo-session'\"")
+            print(f"                {cli} show {table} {results[-1]}")
     print(f"exported: {stats['exported']}, export errors: {stats['export_errors']}")
     ok = len(results) == len(QUESTIONS) + 1 and sum(stats["exported"].values()) >= len(results)
     return 0 if ok else 1
