@@ -37,10 +37,6 @@ _getrandbits = random.getrandbits
 _time_ns = time.time_ns
 
 
-def new_span_id() -> str:
-    return "%016x" % (_getrandbits(64) or 1)
-
-
 def new_trace_hex() -> str:
     return "%032x" % (_getrandbits(128) or 1)
 
@@ -265,10 +261,6 @@ class _Registry:
     def pop_trace(self, trace_id: str) -> dict[str, Span] | None:
         with self._lock:
             return self._spans.pop(trace_id, None)
-
-    def has_trace(self, trace_id: str) -> bool:
-        with self._lock:
-            return trace_id in self._spans
 
 
 registry = _Registry()

@@ -220,10 +220,6 @@ def parse_filter(filter_string: str | None) -> list[Clause]:
     return _Parser(filter_string).parse()
 
 
-def _like_to_arrow(pattern: str) -> str:
-    return pattern  # SQL LIKE: arrow's match_like uses the same % and _ wildcards
-
-
 def _to_timestamp(ms: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
 
@@ -249,7 +245,8 @@ def _expression(clause: Clause) -> Any:
         expr = field.isin(values)
         return ~expr if op == "NOT IN" else expr
     if op in ("LIKE", "ILIKE"):
-        return pc.match_like(field, _like_to_arrow(str(value)), ignore_case=op == "ILIKE")
+        # SQL LIKE and arrow's match_like share the % and _ wildcards.
+        return pc.match_like(field, str(value), ignore_case=op == "ILIKE")
     if clause.kind in ("str", "state", "map"):
         value = str(value)
     value = convert(value)
