@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from tracewire.entities import SpanAttributeKey, TraceMetadataKey
+from tracewire.entities import SpanAttributeKey, TraceMetadataKey, parse_request_time
 from tracewire.record import TraceRecord
 
 logger = logging.getLogger(__name__)
@@ -61,10 +61,8 @@ def record_from_message(value: bytes | None) -> TraceRecord:
     if not isinstance(spans, list):
         raise PoisonMessage("not a trace: data.spans is not a list")
     root = next((s for s in spans if isinstance(s, dict) and not s.get("parent_span_id")), None)
-    attributes = root.get("attributes") or {} if root else {}
+    attributes = (root.get("attributes") or {}) if root else {}
     try:
-        from tracewire.entities import parse_request_time
-
         request_time = parse_request_time(info.get("request_time"))
     except (ValueError, TypeError):
         raise PoisonMessage("not a trace: bad info.request_time") from None

@@ -192,7 +192,7 @@ class ExportPipeline:
             target = self._accepted
             if self._released >= target:
                 return True
-        self._notify(flush=True)
+        self._notify()
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._released < target:
@@ -249,7 +249,7 @@ class ExportPipeline:
             )
             self._thread.start()
 
-    def _notify(self, flush: bool = False) -> None:
+    def _notify(self) -> None:
         loop, wake = self._loop, self._wake
         if loop is None or wake is None or loop.is_closed():
             return
