@@ -4,12 +4,15 @@ The producer lives on the export worker's event loop: it is created inside the f
 call (so it binds to that loop), re-created after a failed start or repeated failed sends, and
 dropped without closing in a forked child (its sockets and loop belong to the parent).
 
-Delivery: every record of a batch is handed to the producer at once, then the sink waits for
-all acknowledgements under its own deadline (shorter than the pipeline's).  A record the broker
-rejects for good (too large, corrupt) is counted and the batch goes on; any other failure raises,
-so the pipeline retries the batch with backoff.  On that retry — the pipeline hands back the very
-same batch object — records already acknowledged are skipped and sends still in flight are
-awaited, not repeated, so a partial failure does not duplicate the delivered part.
+Delivery: the records of a batch are grouped by partition (murmur2 of the key, the Java
+client's default partitioner) and packed into record batches with aiokafka's batch API — one
+future per record batch, not per message — which are sent at once, then the sink waits for all
+acknowledgements under its own deadline (shorter than the pipeline's).  A record that can never
+be sent (too large) is counted and the batch goes on; a record batch the broker refuses for a
+record-level reason is resent one record per batch to single out the bad one.  Any other failure
+raises, so the pipeline retries the batch with backoff.  On that retry — the pipeline hands back
+the very same batch object — records already acknowledged are skipped and sends still in flight
+are awaited, not repeated, so a partial failure does not duplicate the delivered part.
 Idempotent production is never enabled: its sends never expire (a dead broker would hang
 shutdown) and tansu, the test broker, does not implement it.
 """
@@ -17,9 +20,11 @@ shutdown) and tansu, the test broker, does not implement it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import re
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -44,6 +49,8 @@ _FIXED_HEADERS = (("content-type", b"application/json"), ("tracewire-schema", SC
 # Record framing beyond key, value and header bytes: varints, attributes, batch header (61 bytes).
 _FRAMING = 128
 _HEADER_ROOM = 4096  # below this distance from the cap no header arithmetic is needed
+_PARTITION_CACHE_SIZE = 100_000  # session id -> partition
+_M = 0x5BD1E995
 _COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -58,15 +65,22 @@ def _zstd_available() -> bool:
 
 
 class _InFlight:
-    """Delivery state of the batch being exported, kept across the pipeline's retries of it."""
+    """Delivery state of the batch being exported, kept across the pipeline's retries of it.
 
-    __slots__ = ("batch", "delivered", "futures", "rejected")
+    Record indices move from ``pending`` (per partition, still to send) to ``sending`` (one
+    future per record batch handed to the producer) to ``delivered`` or ``rejected``; a failed
+    send puts its indices back in ``pending``, so a retry sends exactly what is not yet acked.
+    """
+
+    __slots__ = ("batch", "delivered", "pending", "rejected", "sending", "split")
 
     def __init__(self, batch: Sequence[TraceRecord]) -> None:
         self.batch = batch
-        self.delivered: set[int] = set()
+        self.pending: dict[int, list[int]] | None = None  # partition -> indices, once known
+        self.sending: list[tuple[int, list[int], asyncio.Future[Any]]] = []
+        self.delivered = 0
         self.rejected: set[int] = set()
-        self.futures: dict[int, asyncio.Future[Any]] = {}
+        self.split: set[int] = set()  # partitions whose records now go one per batch
 
 
 class KafkaSink(Sink):
@@ -168,6 +182,8 @@ class KafkaSink(Sink):
         self._topic_ready = not create_topic
         self._create_warned = False
         self._inflight: _InFlight | None = None
+        self._partition_cache: dict[str | None, int] = {}
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._failures = 0
         self._last_warning = -_WARN_EVERY
 
@@ -211,7 +227,8 @@ class KafkaSink(Sink):
         except asyncio.TimeoutError:
             await self._failed()
             raise TimeoutError(
-                f"Kafka did not acknowledge {len(batch) - len(state.delivered)} of {len(batch)} "
+                f"Kafka did not acknowledge {len(batch) - state.delivered - len(state.rejected)} "
+                f"of {len(batch)} "
                 f"traces within {self.send_timeout:.1f}s"
             ) from None
         except Exception:
@@ -223,50 +240,128 @@ class KafkaSink(Sink):
 
     async def _deliver(self, state: _InFlight) -> None:
         producer = await self._ensure_producer()
-        self._harvest(state)
-        topic = self.topic
-        for index, record in enumerate(state.batch):
-            if index in state.delivered or index in state.rejected or index in state.futures:
-                continue
-            key, headers = self._key_and_headers(record)
-            try:
-                future = await producer.send(topic, record.payload, key=key, headers=headers)
-            except Exception as exc:
-                if not _is_record_error(exc):
+        if state.pending is None:
+            partitions = sorted(await producer.partitions_for(self.topic))
+            state.pending = self._assign(state.batch, partitions)
+        else:
+            self._harvest(state)  # settle what the last attempt left in flight; failures are pending
+        while state.pending:
+            built: list[tuple[int, list[int], Any, asyncio.Future[Any] | None]] = []
+            for partition, indices in list(state.pending.items()):
+                while indices:
+                    builder, taken = self._fill(producer, state, indices, partition in state.split)
+                    if taken:
+                        built.append((partition, indices[:taken], builder, self._prebuild(builder)))
+                        del indices[:taken]
+                del state.pending[partition]
+            for position, (partition, chunk, builder, compressing) in enumerate(built):
+                try:
+                    if compressing is not None:
+                        await compressing
+                    future = await producer.send_batch(builder, self.topic, partition=partition)
+                except BaseException:
+                    for partition, chunk, _, _ in built[position:]:  # not handed over: resend later
+                        state.pending.setdefault(partition, []).extend(chunk)
                     raise
-                state.rejected.add(index)
-                self._warn("rejected trace %s (%d bytes): %s", record.trace_id, record.size, exc)
-                continue
-            future.add_done_callback(_consume_exception)
-            state.futures[index] = future
-        if state.futures:
-            # asyncio.wait, not gather: a deadline must leave the sends in flight, not cancel them.
-            await asyncio.wait(list(state.futures.values()))
-        error = self._harvest(state)
-        if error is not None:
-            raise error
+                future.add_done_callback(_consume_exception)
+                state.sending.append((partition, chunk, future))
+            if state.sending:
+                # asyncio.wait, not gather: a deadline must leave the sends in flight, not cancel them.
+                await asyncio.wait([future for _, _, future in state.sending])
+            error = self._harvest(state)
+            if error is not None:
+                raise error
+            # Left pending now: the records of a batch the broker refused; they go one by one.
+
+    def _assign(self, batch: Sequence[TraceRecord], partitions: list[int]) -> dict[int, list[int]]:
+        """Partition of each record: murmur2 of its key, as Kafka's Java default partitioner."""
+        pending: dict[int, list[int]] = {}
+        count = len(partitions)
+        cache = self._partition_cache
+        if cache.get(None) != count:  # the topic grew: every key moves
+            cache.clear()
+            cache[None] = count
+        by_session = self.key_by == "session_id"
+        for index, record in enumerate(batch):
+            key = record.session_id if by_session and record.session_id else record.trace_id
+            slot = cache.get(key)
+            if slot is None:
+                slot = (murmur2(key.encode()) & 0x7FFFFFFF) % count
+                if by_session and len(cache) < _PARTITION_CACHE_SIZE:
+                    cache[key] = slot
+            pending.setdefault(partitions[slot], []).append(index)
+        return pending
+
+    def _fill(self, producer: Any, state: _InFlight, indices: list[int], single: bool) -> tuple[Any, int]:
+        """A closed record batch of the leading ``indices`` (as many as fit); how many it took.
+
+        A record that can never be sent (over ``max_request_size``) is rejected and removed."""
+        builder = producer.create_batch()
+        taken = 0
+        while taken < len(indices) and not (single and taken):
+            index = indices[taken]
+            record = state.batch[index]
+            key, headers = self._key_and_headers(record)
+            size = len(record.payload) + len(key) + _FRAMING + sum(len(k) + len(v) for k, v in headers)
+            if size <= self.max_request_size:
+                if builder.append(timestamp=None, key=key, value=record.payload, headers=headers) is not None:
+                    taken += 1
+                    continue
+                if taken:
+                    break  # full: the rest goes in the next batch
+            del indices[taken]
+            state.rejected.add(index)
+            self._warn("rejected trace %s (%d bytes): over max_request_size=%d",
+                       record.trace_id, record.size, self.max_request_size)
+        builder.close()  # closed: sent at once, without lingering
+        return builder, taken
+
+    def _prebuild(self, builder: Any) -> asyncio.Future[Any] | None:
+        """Encode and compress the record batch on the sink's thread, off the event loop.
+
+        The codecs release the GIL, so compression runs on another core while the worker goes
+        on serializing (and the app's threads on serving requests).  aiokafka builds a batch
+        once and caches it; without its ``_build`` hook the sender compresses on the loop."""
+        build = getattr(builder, "_build", None)
+        if build is None or self.compression_type is None:
+            return None
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tracewire-kafka")
+        try:
+            return asyncio.get_running_loop().run_in_executor(self._executor, build)
+        except RuntimeError:  # the interpreter is exiting: compress on the loop, as aiokafka would
+            return None
 
     def _harvest(self, state: _InFlight) -> BaseException | None:
-        """Move finished sends into delivered / rejected; return the first retriable error."""
+        """Settle finished sends; return the first retriable error (its records are pending again)."""
         error: BaseException | None = None
-        for index, future in list(state.futures.items()):
+        still: list[tuple[int, list[int], asyncio.Future[Any]]] = []
+        pending = state.pending if state.pending is not None else {}
+        for partition, indices, future in state.sending:
             if not future.done():
+                still.append((partition, indices, future))
                 continue
-            del state.futures[index]
             exc: BaseException | None = (
                 asyncio.CancelledError() if future.cancelled() else future.exception()
             )
             if exc is None:
-                state.delivered.add(index)
-            elif _is_record_error(exc):
-                state.rejected.add(index)
-                record = state.batch[index]
+                state.delivered += len(indices)
+            elif _is_record_error(exc) and len(indices) == 1:
+                state.rejected.add(indices[0])
+                record = state.batch[indices[0]]
                 self._warn("broker rejected trace %s (%d bytes): %s", record.trace_id, record.size, exc)
-            elif error is None:
-                # A cancelled send (producer thrown away) is resent on the next attempt.
-                error = exc if not isinstance(exc, asyncio.CancelledError) else ConnectionError(
-                    "Kafka producer was closed with sends in flight"
-                )
+            else:
+                pending.setdefault(partition, []).extend(indices)
+                if _is_record_error(exc):
+                    # One record spoils the whole batch: resend them one by one to find it.
+                    state.split.add(partition)
+                elif error is None:
+                    # A cancelled send (producer thrown away) is resent on the next attempt.
+                    error = exc if not isinstance(exc, asyncio.CancelledError) else ConnectionError(
+                        "Kafka producer was closed with sends in flight"
+                    )
+        state.sending = still
+        state.pending = pending
         return error
 
     def _key_and_headers(self, record: TraceRecord) -> tuple[bytes, list[tuple[str, bytes]]]:
@@ -353,10 +448,15 @@ class KafkaSink(Sink):
         producer, self._producer = self._producer, None
         if producer is not None:
             await _close(producer)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
 
     def after_fork(self) -> None:
-        # The parent's producer is bound to a loop and sockets this process must not touch.
+        # The parent's producer is bound to a loop and sockets this process must not touch; its
+        # executor's thread did not survive the fork.
         self._producer = None
+        self._executor = None
         self._inflight = None
         self._failures = 0
 
@@ -365,6 +465,28 @@ class KafkaSink(Sink):
         if now - self._last_warning >= _WARN_EVERY:
             self._last_warning = now
             logger.warning("tracewire: kafka sink " + msg, *args)
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), unsigned: the hash the
+    Java client's default partitioner applies to keys.  A word at a time, about 2x aiokafka's."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    words = length >> 2
+    for k in struct.unpack_from("<%dI" % words, data):
+        k = (k * _M) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
+        h = ((h * _M) & 0xFFFFFFFF) ^ k
+    tail, i = length & 3, words * 4
+    if tail == 3:
+        h ^= data[i + 2] << 16
+    if tail >= 2:
+        h ^= data[i + 1] << 8
+    if tail:
+        h = ((h ^ data[i]) * _M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:

@@ -82,9 +82,18 @@ def _hex_from_b64_or_hex(value: str, width: int) -> str:
     return base64.b64decode(value).hex().rjust(width, "0")
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def format_request_time(ms: int) -> str:
     """Render epoch milliseconds as protobuf's JSON Timestamp (what MLflow writes)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
+    global _last_second
+    second, millis = divmod(ms, 1000)
+    cached = _last_second  # one tuple read: safe across threads
+    if cached[0] != second:
+        # Traces finish second after second: format each second once.
+        cached = _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return "%s.%03dZ" % (cached[1], millis)
 
 
 def parse_request_time(value: str | int | None) -> int:

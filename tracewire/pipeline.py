@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours)
 import logging
 import os
 import random
@@ -287,15 +288,19 @@ class ExportPipeline:
             wake.clear()
             with self._cond:
                 self._wake_pending = False
-            self._pump()
-            await asyncio.sleep(0)
-        self._pump()
+            await self._pump()
+        await self._pump()
         await self._finish(drains)
 
-    def _pump(self) -> None:
-        """Move everything queued into batches for the sinks (serialize + sample here)."""
+    async def _pump(self) -> None:
+        """Move everything queued into batches for the sinks (serialize + sample here).
+
+        The loop is yielded after each batch, so the sinks start sending the first batch while
+        the next ones are serialized (a burst does not wait for all of it to be serialized).
+        """
         batch_size = self._settings.batch_size
         while True:
+            await asyncio.sleep(0)
             with self._cond:
                 if not self._queue:
                     return
@@ -426,8 +431,9 @@ def _shutdown_all() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 # Flush at exit *before* concurrent.futures stops accepting work (sinks may use executors):
-# threading's exit hooks run in reverse order of registration, ahead of atexit.  atexit stays
-# as the fallback; shutdown() is idempotent.
+# threading's exit hooks run in reverse order of registration, ahead of atexit, and
+# concurrent.futures.thread (imported above) registers its own when first imported.  atexit
+# stays as the fallback; shutdown() is idempotent.
 _register_thread_exit = getattr(threading, "_register_atexit", None)
 if _register_thread_exit is not None:
     try:

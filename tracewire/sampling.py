@@ -58,7 +58,8 @@ def process(trace: Trace, settings: Settings, rng: random.Random) -> TraceRecord
     """Serialize, sample and truncate one trace; None when size-aware sampling drops it."""
     info = trace.info
     spans_json = _serialize_spans(trace)
-    info_size = len(orjson.dumps(info.to_dict()))
+    info_dict = info.to_dict()  # holds info.trace_metadata itself: the updates below show in it
+    info_size = len(orjson.dumps(info_dict))
     size = len(spans_json) + info_size + _ENVELOPE
     p = keep_probability(size, settings.sampling_size_threshold, info.state == "ERROR")
     if p < 1.0 and rng.random() >= p:
@@ -78,6 +79,6 @@ def process(trace: Trace, settings: Settings, rng: random.Random) -> TraceRecord
         # Also in the JSON, so a consumer rebuilding inference-table rows from Kafka has them.
         metadata["tracewire.logging_error_codes"] = ",".join(trace.logging_error_codes)
     payload = b"".join(
-        (b'{"info":', orjson.dumps(info.to_dict()), b',"data":{"spans":', spans_json, b"}}")
+        (b'{"info":', orjson.dumps(info_dict), b',"data":{"spans":', spans_json, b"}}")
     )
     return TraceRecord.from_trace(trace, payload, fraction)

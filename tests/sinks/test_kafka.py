@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import pytest
 
 import tracewire
 from sinks import KafkaSink
-from sinks.kafka import parse_uri
+from sinks.kafka import murmur2, parse_uri
 from tests.kafka_broker import Broker, Message, read_topic, unique_topic
 from tracewire import config
 from tracewire.record import SCHEMA_VERSION
@@ -115,10 +116,13 @@ def test_each_trace_is_one_message_with_key_and_headers(broker: Broker) -> None:
     messages = read_topic(broker.bootstrap, topic, expected=60)
     assert request_ids(messages) == Counter(ids)  # exactly one message per trace
     assert tracewire.stats()["exported"] == {f"kafka:{topic}": 60}
+    assert len({m.partition for m in messages}) > 1  # spread over the topic's partitions
     for message in messages:
         trace = MlflowTrace.from_dict(json.loads(message.value))
         trace_id = trace.info.trace_id
         assert message.key == trace_id.encode()
+        # Where the Java client's default partitioner would put it (the topic has 6 partitions).
+        assert message.partition == (murmur2(message.key) & 0x7FFFFFFF) % 6
         assert message.headers["content-type"] == b"application/json"
         assert message.headers["tracewire-schema"] == SCHEMA_VERSION.encode()
         assert message.headers["trace-id"] == trace_id.encode()
@@ -184,37 +188,90 @@ def test_record_over_max_request_size_is_counted_and_batch_goes_on(broker: Broke
 def test_partially_delivered_batch_is_not_duplicated_on_retry(
     broker: Broker, monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
-    """The real producer and broker, with a connection fault injected after half of a batch."""
+    """The real producer and broker, with a connection fault injected after part of a batch:
+    the retry sends exactly the records that were not acknowledged."""
     import asyncio
 
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaConnectionError
 
-    real_send = AIOKafkaProducer.send
-    calls = Counter[str]()
+    real_send_batch = AIOKafkaProducer.send_batch
+    sent: list[int] = []  # records per send_batch call
 
-    async def flaky_send(self: AIOKafkaProducer, topic: str, *args: object, **kwargs: object) -> object:
-        calls["send"] += 1
-        if fault == "send-raises" and calls["send"] == 11:  # mid-batch, first attempt
+    async def flaky_send_batch(self: AIOKafkaProducer, batch: object, topic: str, *,
+                               partition: int) -> object:
+        count = batch.record_count()  # type: ignore[attr-defined]
+        sent.append(count)
+        if fault == "send-raises" and len(sent) == 3:  # mid-batch, first attempt
             raise KafkaConnectionError("injected")
-        if fault == "ack-fails" and 10 < calls["send"] <= 20:  # the second half's acks fail
+        if fault == "ack-fails" and len(sent) in (2, 3):  # two record batches' acks fail
             failed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
             failed.set_exception(KafkaConnectionError("injected"))
             return failed
-        return await real_send(self, topic, *args, **kwargs)
+        return await real_send_batch(self, batch, topic, partition=partition)
 
-    monkeypatch.setattr(AIOKafkaProducer, "send", flaky_send)
+    monkeypatch.setattr(AIOKafkaProducer, "send_batch", flaky_send_batch)
     topic = unique_topic()
     tracewire.configure(enabled=True, destination=f"kafka://{broker.bootstrap}/{topic}",
-                        batch_interval=0.01, batch_size=20)
-    ids = emit("partial", 20)
+                        batch_interval=0.01, batch_size=40)
+    ids = emit("partial", 40)
     assert tracewire.flush(30)
     stats = tracewire.stats()
     assert stats["sinks"][f"kafka:{topic}"]["retries"] >= 1
-    assert stats["exported"][f"kafka:{topic}"] == 20
-    # The retry re-sent only what had not been acknowledged: 10 + 10 (+ the one that raised).
-    assert calls["send"] == (21 if fault == "send-raises" else 30)
+    assert stats["exported"][f"kafka:{topic}"] == 40
+    # 40 records over 6 partitions: the first attempt handed over some record batches, then the
+    # fault; the retry re-sent only the failed ones' records (and those never handed over).
+    failed = sent[2] + (sent[1] if fault == "ack-fails" else 0)
+    assert sum(sent) == 40 + failed
     assert request_ids(read_topic(broker.bootstrap, topic, expected=len(ids))) == Counter(ids)
+
+
+@pytest.mark.kafka
+def test_record_batch_refused_by_the_broker_is_resent_record_by_record(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record-level refusal (here injected: CorruptRecordError for the batch holding the bad
+    trace) costs only that trace; its batch-mates are resent one per batch and delivered."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import CorruptRecordException
+
+    real_send_batch = AIOKafkaProducer.send_batch
+
+    async def picky_send_batch(self: AIOKafkaProducer, batch: object, topic: str, *,
+                               partition: int) -> object:
+        if b"poison" in batch._build():  # type: ignore[attr-defined]
+            failed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            failed.set_exception(CorruptRecordException())
+            return failed
+        return await real_send_batch(self, batch, topic, partition=partition)
+
+    monkeypatch.setattr(AIOKafkaProducer, "send_batch", picky_send_batch)
+    topic = unique_topic()
+    sink = KafkaSink(broker.bootstrap, topic, compression_type="none", num_partitions=1)
+    tracewire.configure(sinks=[sink], batch_interval=0.01, batch_size=100)
+    good = emit("good", 10)
+    with tracewire.start_span("poison"):
+        pass
+    good += emit("good2", 10)
+    assert tracewire.flush(30)
+    stats = tracewire.stats()
+    assert stats["exported"][sink.name] == 20
+    assert stats["export_errors"][sink.name] == 1
+    assert request_ids(read_topic(broker.bootstrap, topic, expected=len(good))) == Counter(good)
+
+
+def test_murmur2_is_kafkas_partitioning_hash() -> None:
+    from aiokafka.partitioner import murmur2 as reference
+
+    rng = random.Random(5)
+    for length in range(0, 70):
+        data = bytes(rng.randrange(256) for _ in range(length))
+        assert murmur2(data) == reference(data), length
+    # Known values of the Java client (org.apache.kafka.common.utils.UtilsTest#testMurmur2).
+    assert murmur2(b"21") & 0xFFFFFFFF == (-973932308) & 0xFFFFFFFF
+    assert murmur2(b"abc") & 0xFFFFFFFF == 479470107
 
 
 @pytest.mark.kafka
