@@ -110,7 +110,9 @@ class ExportPipeline:
         """State that belongs to one process: re-made from scratch in a forked child."""
         self._pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
-        self._queue: collections.deque[Finished] = collections.deque()
+        # (trace, bytes counted for it at submit): a live trace can still grow after submit
+        # (deferred body recording runs on the worker), so release exactly what was counted.
+        self._queue: collections.deque[tuple[Finished, int]] = collections.deque()
         self._held_traces = 0
         self._held_bytes = 0
         self._accepted = 0
@@ -165,7 +167,7 @@ class ExportPipeline:
                 full = True
             else:
                 full = False
-                self._queue.append(trace)
+                self._queue.append((trace, size))
                 self._held_traces += 1
                 self._held_bytes += size
                 self._accepted += 1
@@ -305,10 +307,10 @@ class ExportPipeline:
                 if not self._queue:
                     return
                 take = min(batch_size, len(self._queue))
-                traces = [self._queue.popleft() for _ in range(take)]
+                items = [self._queue.popleft() for _ in range(take)]
             records: list[TraceRecord] = []
             sampled_out = errors = truncated = 0
-            for item in traces:
+            for item, _ in items:
                 try:
                     record = sampling.process(item.to_trace(), self._settings, self._rng)
                 except Exception:
@@ -323,14 +325,14 @@ class ExportPipeline:
                 records.append(record)
             # From here on the batch holds serialized records: count what they really hold
             # (payload plus the root request/response text), not the request-path estimate.
-            estimate = sum(2 * t.approx_bytes + 512 for t in traces)
+            estimate = sum(size for _, size in items)
             held = sum(len(r.payload) + len(r.request or "") + len(r.response or "") for r in records)
             with self._cond:
                 self._sampled_out += sampled_out
                 self._processing_errors += errors
                 self._truncated += truncated
                 self._held_bytes += held - estimate
-            batch = _Batch(records, len(traces), held, len(self._sinks))
+            batch = _Batch(records, len(items), held, len(self._sinks))
             if not records or not self._sinks:
                 self._release(batch)
                 continue

@@ -312,6 +312,19 @@ def test_request_and_response_bodies(sink: MemorySink, content: bytes, content_t
     assert root.outputs == expected
 
 
+def test_queue_bytes_return_to_zero_after_bodies_recorded_on_the_worker(sink: MemorySink) -> None:
+    """Bodies are recorded on the worker, after submit, so a trace grows while queued: the
+    byte bound must release exactly what it counted, or it drifts (negative here)."""
+    app = make_app()
+    for _ in range(20):
+        call(app, "POST", "/echo", content=json.dumps({"text": "x" * 2000}).encode(),
+             headers={"content-type": "application/json"})
+    assert tracewire.flush(10)
+    stats = tracewire.stats()
+    assert stats["exported"] == {sink.name: 20}
+    assert stats["queue_traces"] == 0 and stats["queue_bytes"] == 0
+
+
 def test_empty_body_records_no_inputs(sink: MemorySink) -> None:
     call(make_app(), "POST", "/echo", content=b"")
     root = root_of(only_trace(sink))
