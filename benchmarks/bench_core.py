@@ -3,7 +3,8 @@
 Measured side by side in one process: the bare functions, tracewire (export to ``memory:``,
 the worker running), and ``mlflow-tracing`` (``@mlflow.trace`` on the same functions, exporting
 asynchronously — its default — to a local ``file:`` store, and with an exporter that drops the
-traces; the default ``sqlite:`` store needs SQLAlchemy, which ``mlflow-tracing`` does not have).  Reports, per trace:
+traces; the default ``sqlite:`` store needs SQLAlchemy, which ``mlflow-tracing`` does not have).
+Reports, per trace:
 
 - p50 / p99 of the added wall time of one call (request-path cost), over the bare call;
 - effective cost: process CPU time divided by traces, after everything was exported — on a

@@ -1,4 +1,5 @@
-"""Export throughput to Kafka (tansu): the whole tracewire pipeline vs raw aiokafka, same bytes.
+"""Export throughput to Kafka (tansu) and to Delta: the whole tracewire pipeline vs the raw
+client library sending / writing the same bytes.
 
 For 1 KB, 10 KB and 100 KB traces (request-shaped: root + retrieve + generate spans, English-like
 text, so compression sees realistic JSON), in one run against one tansu broker:
@@ -11,6 +12,8 @@ text, so compression sees realistic JSON), in one run against one tansu broker:
   KafkaSink, acks.
 - **KafkaSink alone**: ``export`` called directly with the records already serialized, 256 per
   call — the sink's own cost, apart from the worker's serialization and sampling.
+- **Delta**: the same traces through the pipeline to a local Delta table, vs ``write_deltalake``
+  appending the same rows, already built, 256 per commit.
 - **paced 1,000 traces/s** of 10 KB for a few seconds through the pipeline: delivered %.
 - the producer settings the defaults were chosen from (``--matrix``, on by default in a full run):
   compression codec x batch size / linger, raw aiokafka, 10 KB traces.
@@ -172,6 +175,56 @@ def paced(bootstrap: str, payloads: list[tuple[bytes, bytes]], rate: int, second
             "delivered_pct": 100.0 * exported / total}
 
 
+def delta_pipeline(payloads: list[tuple[bytes, bytes]]) -> tuple[float, dict[str, Any]]:
+    """The same traces through the pipeline to a fresh local Delta table (the default
+    destination): first submit until ``flush()`` returns, every commit included."""
+    import tempfile
+
+    import tracewire
+    from tracewire import _runtime
+
+    traces = [tracewire.Trace.from_json(value) for _, value in payloads]
+    with tempfile.TemporaryDirectory() as tmp:
+        tracewire.configure(enabled=True, destination=f"delta:{tmp}/traces", queue_max_traces=10**7,
+                            queue_max_bytes=2**36, sampling_size_threshold=2**30,
+                            export_timeout=60.0)
+        _runtime.submit(tracewire.Trace.from_json(payloads[0][1]))  # creates the table
+        assert tracewire.flush(60)
+        started = time.perf_counter()
+        for trace in traces:
+            _runtime.submit(trace)
+        assert tracewire.flush(600)
+        elapsed = time.perf_counter() - started
+        stats = tracewire.stats()
+        tracewire.shutdown()
+        tracewire.configure(enabled=False)
+    return elapsed, stats
+
+
+def raw_delta(payloads: list[tuple[bytes, bytes]], batch: int = 256) -> float:
+    """``write_deltalake`` appends of the same rows, already built, ``batch`` per commit (the
+    pipeline's batch size): the table format's own cost, without serialization or queueing."""
+    import tempfile
+
+    import tracewire
+    from sinks.delta import PARTITION_COLUMN, records_to_table
+    from tracewire import config, sampling
+
+    settings = config.load({}, sampling_size_threshold=2**30)
+    rng = random.Random(1)
+    records = [sampling.process(tracewire.Trace.from_json(v), settings, rng) for _, v in payloads]
+    tables = [records_to_table([r for r in records[i:i + batch] if r is not None])
+              for i in range(0, len(records), batch)]
+    from deltalake import write_deltalake
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_deltalake(f"{tmp}/t", tables[0].slice(0, 1), mode="append", partition_by=[PARTITION_COLUMN])
+        started = time.perf_counter()
+        for table in tables:
+            write_deltalake(f"{tmp}/t", table, mode="append", partition_by=[PARTITION_COLUMN])
+        return time.perf_counter() - started
+
+
 def run(quick: bool = False, matrix: bool = True) -> list[dict[str, Any]]:
     from tests.kafka_broker import Broker, external_broker, find_tansu
 
@@ -191,6 +244,8 @@ def run(quick: bool = False, matrix: bool = True) -> list[dict[str, Any]]:
             pipe_s, stats = pipeline(broker.bootstrap, payloads)
             sink_s = sink_only(broker.bootstrap, payloads)
             exported = sum(stats["exported"].values())
+            delta_s, delta_stats = delta_pipeline(payloads)
+            raw_delta_s = raw_delta(payloads)
             rows.append({
                 "kind": "throughput", "size": size, "n": len(payloads),
                 "avg_bytes": mb * 1e6 / len(payloads),
@@ -198,6 +253,9 @@ def run(quick: bool = False, matrix: bool = True) -> list[dict[str, Any]]:
                 "pipe_tps": len(payloads) / pipe_s, "pipe_mbps": mb / pipe_s,
                 "ratio": raw_s / pipe_s, "delivered": exported - 1, "expected": len(payloads),
                 "sink_tps": len(payloads) / sink_s, "sink_ratio": raw_s / sink_s,
+                "delta_tps": len(payloads) / delta_s, "delta_mbps": mb / delta_s,
+                "delta_delivered": sum(delta_stats["exported"].values()) - 1,
+                "raw_delta_tps": len(payloads) / raw_delta_s, "delta_ratio": raw_delta_s / delta_s,
             })
         payloads = make_payloads(10_000, 500)
         rows.append({"kind": "paced", "rate": 1000, "seconds": 3 if quick else 10,
@@ -234,6 +292,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print(f"| {r['avg_bytes'] / 1000:.1f} KB | {r['n']} | {r['raw_tps']:.0f} | {r['raw_mbps']:.1f} | "
                   f"{r['pipe_tps']:.0f} | {r['pipe_mbps']:.1f} | {r['ratio'] * 100:.0f}% | "
                   f"{r['delivered']}/{r['expected']} | {r['sink_tps']:.0f} | {r['sink_ratio'] * 100:.0f}% |")
+    print("\n### Delta (local table), the same traces\n")
+    print("| trace size | traces | raw write_deltalake traces/s (256 per commit) | tracewire pipeline "
+          "traces/s | MB/s | pipeline / raw | delivered |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["kind"] == "throughput":
+            print(f"| {r['avg_bytes'] / 1000:.1f} KB | {r['n']} | {r['raw_delta_tps']:.0f} | "
+                  f"{r['delta_tps']:.0f} | {r['delta_mbps']:.1f} | {r['delta_ratio'] * 100:.0f}% | "
+                  f"{r['delta_delivered']}/{r['n']} |")
     for r in rows:
         if r["kind"] == "paced":
             print(f"\nPaced {r['rate']} traces/s x 10 KB for {r['seconds']} s through the pipeline: "
