@@ -245,32 +245,36 @@ class KafkaSink(Sink):
             state.pending = self._assign(state.batch, partitions)
         else:
             self._harvest(state)  # settle what the last attempt left in flight; failures are pending
-        while state.pending:
+        while True:
             built: list[tuple[int, list[int], Any, asyncio.Future[Any] | None]] = []
-            for partition, indices in list(state.pending.items()):
-                while indices:
-                    builder, taken = self._fill(producer, state, indices, partition in state.split)
-                    if taken:
-                        built.append((partition, indices[:taken], builder, self._prebuild(builder)))
-                        del indices[:taken]
-                del state.pending[partition]
-            for position, (partition, chunk, builder, compressing) in enumerate(built):
-                try:
+            handed = 0
+            try:
+                for partition, indices in list(state.pending.items()):
+                    while indices:
+                        builder, taken = self._fill(producer, state, indices, partition in state.split)
+                        if taken:
+                            built.append((partition, indices[:taken], builder, self._prebuild(builder)))
+                            del indices[:taken]
+                    del state.pending[partition]
+                for partition, chunk, builder, compressing in built:
                     if compressing is not None:
                         await compressing
                     future = await producer.send_batch(builder, self.topic, partition=partition)
-                except BaseException:
-                    for partition, chunk, _, _ in built[position:]:  # not handed over: resend later
-                        state.pending.setdefault(partition, []).extend(chunk)
-                    raise
-                future.add_done_callback(_consume_exception)
-                state.sending.append((partition, chunk, future))
-            if state.sending:
+                    future.add_done_callback(_consume_exception)
+                    state.sending.append((partition, chunk, future))
+                    handed += 1
+            except BaseException:
+                for partition, chunk, _, _ in built[handed:]:  # never handed over: send again later
+                    state.pending.setdefault(partition, []).extend(chunk)
+                raise
+            if state.sending:  # this attempt's sends, and any the last attempt left in flight
                 # asyncio.wait, not gather: a deadline must leave the sends in flight, not cancel them.
                 await asyncio.wait([future for _, _, future in state.sending])
             error = self._harvest(state)
             if error is not None:
                 raise error
+            if not state.pending:
+                return
             # Left pending now: the records of a batch the broker refused; they go one by one.
 
     def _assign(self, batch: Sequence[TraceRecord], partitions: list[int]) -> dict[int, list[int]]:

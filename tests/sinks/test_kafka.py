@@ -227,6 +227,63 @@ def test_partially_delivered_batch_is_not_duplicated_on_retry(
 
 
 @pytest.mark.kafka
+def test_retry_awaits_sends_still_in_flight_instead_of_resending(broker: Broker) -> None:
+    """A deadline hit with acknowledgements outstanding: the retry of that batch waits for them
+    (and sends nothing again) before it reports the batch delivered."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from sinks import MemorySink
+
+    memory = MemorySink()
+    tracewire.configure(enabled=True, sinks=[memory], batch_interval=0.01)
+    emit("held", 12)
+    assert tracewire.flush(10)
+    batch = list(memory.records)
+    topic = unique_topic()
+
+    async def scenario() -> tuple[int, int, int]:
+        real_send_batch = AIOKafkaProducer.send_batch
+        release = asyncio.Event()
+        calls = 0
+        held: list[asyncio.Future[object]] = []
+
+        async def slow_send_batch(self: AIOKafkaProducer, builder: object, topic: str, *,
+                                  partition: int) -> object:
+            nonlocal calls
+            calls += 1
+            acked = await real_send_batch(self, builder, topic, partition=partition)
+
+            async def after_release() -> object:
+                await release.wait()
+                return await acked
+
+            held.append(asyncio.ensure_future(after_release()))
+            return held[-1]
+
+        AIOKafkaProducer.send_batch = slow_send_batch  # type: ignore[method-assign]
+        sink = KafkaSink(broker.bootstrap, topic, send_timeout=1.0)
+        try:
+            with pytest.raises(TimeoutError):
+                await sink.export(batch)
+            first = calls
+            asyncio.get_running_loop().call_later(0.3, release.set)  # acks come during the retry
+            rejected = await sink.export(batch)  # the same batch object, as the pipeline retries
+            assert all(future.done() for future in held)  # it waited for every acknowledgement
+            return first, calls, rejected
+        finally:
+            AIOKafkaProducer.send_batch = real_send_batch  # type: ignore[method-assign]
+            await sink.aclose()
+
+    first, total, rejected = asyncio.run(scenario())
+    assert rejected == 0 and first == total >= 1  # the retry sent nothing again
+    on_topic = Counter(json.loads(m.value)["info"]["trace_id"]
+                       for m in read_topic(broker.bootstrap, topic, expected=12))
+    assert on_topic == Counter(r.trace_id for r in batch)
+
+
+@pytest.mark.kafka
 def test_record_batch_refused_by_the_broker_is_resent_record_by_record(
     broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
