@@ -99,17 +99,19 @@ def raw_aiokafka(bootstrap: str, payloads: list[tuple[bytes, bytes]], **options:
     return asyncio.run(_raw(bootstrap, unique_topic("raw"), payloads, **options))
 
 
-def pipeline(bootstrap: str, payloads: list[tuple[bytes, bytes]]) -> tuple[float, dict[str, Any]]:
+def pipeline(destination: str, payloads: list[tuple[bytes, bytes]],
+             export_timeout: float = 30.0) -> tuple[float, dict[str, Any]]:
+    """The traces through the whole pipeline to ``destination``: first submit until ``flush()``
+    returns.  One trace goes first, untimed: producer start and topic creation, or the table's
+    first commit."""
     import tracewire
-    from tests.kafka_broker import unique_topic
     from tracewire import _runtime
 
     traces = [tracewire.Trace.from_json(value) for _, value in payloads]
-    tracewire.configure(enabled=True, destination=f"kafka://{bootstrap}/{unique_topic('pipe')}",
-                        queue_max_traces=10**7, queue_max_bytes=2**36,
-                        sampling_size_threshold=2**30, export_timeout=30.0)
-    warm = tracewire.Trace.from_json(payloads[0][1])
-    _runtime.submit(warm)  # producer start + topic creation, outside the timed part
+    tracewire.configure(enabled=True, destination=destination, queue_max_traces=10**7,
+                        queue_max_bytes=2**36, sampling_size_threshold=2**30,
+                        export_timeout=export_timeout)
+    _runtime.submit(tracewire.Trace.from_json(payloads[0][1]))
     assert tracewire.flush(60)
     started = time.perf_counter()
     for trace in traces:
@@ -177,28 +179,11 @@ def paced(bootstrap: str, payloads: list[tuple[bytes, bytes]], rate: int, second
 
 def delta_pipeline(payloads: list[tuple[bytes, bytes]]) -> tuple[float, dict[str, Any]]:
     """The same traces through the pipeline to a fresh local Delta table (the default
-    destination): first submit until ``flush()`` returns, every commit included."""
+    destination), every commit included."""
     import tempfile
 
-    import tracewire
-    from tracewire import _runtime
-
-    traces = [tracewire.Trace.from_json(value) for _, value in payloads]
     with tempfile.TemporaryDirectory() as tmp:
-        tracewire.configure(enabled=True, destination=f"delta:{tmp}/traces", queue_max_traces=10**7,
-                            queue_max_bytes=2**36, sampling_size_threshold=2**30,
-                            export_timeout=60.0)
-        _runtime.submit(tracewire.Trace.from_json(payloads[0][1]))  # creates the table
-        assert tracewire.flush(60)
-        started = time.perf_counter()
-        for trace in traces:
-            _runtime.submit(trace)
-        assert tracewire.flush(600)
-        elapsed = time.perf_counter() - started
-        stats = tracewire.stats()
-        tracewire.shutdown()
-        tracewire.configure(enabled=False)
-    return elapsed, stats
+        return pipeline(f"delta:{tmp}/traces", payloads, export_timeout=60.0)
 
 
 def raw_delta(payloads: list[tuple[bytes, bytes]], batch: int = 256) -> float:
@@ -226,7 +211,7 @@ def raw_delta(payloads: list[tuple[bytes, bytes]], batch: int = 256) -> float:
 
 
 def run(quick: bool = False, matrix: bool = True) -> list[dict[str, Any]]:
-    from tests.kafka_broker import Broker, external_broker, find_tansu
+    from tests.kafka_broker import Broker, external_broker, find_tansu, unique_topic
 
     broker = external_broker()
     if broker is None:
@@ -241,7 +226,7 @@ def run(quick: bool = False, matrix: bool = True) -> list[dict[str, Any]]:
             payloads = make_payloads(size, counts[size])
             mb = sum(len(v) for _, v in payloads) / 1e6
             raw_s = raw_aiokafka(broker.bootstrap, payloads)
-            pipe_s, stats = pipeline(broker.bootstrap, payloads)
+            pipe_s, stats = pipeline(f"kafka://{broker.bootstrap}/{unique_topic('pipe')}", payloads)
             sink_s = sink_only(broker.bootstrap, payloads)
             exported = sum(stats["exported"].values())
             delta_s, delta_stats = delta_pipeline(payloads)
