@@ -21,14 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
-import re
-import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sinks import _kafka_producer as producers
+from sinks._kafka_delivery import Delivery, consume_exception
+from sinks._kafka_options import (
+    COMPRESSIONS,
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    TOPIC_RE,
+    options_from_extra,
+    parse_uri,
+)
+from sinks._kafka_partitioner import Partitioner, murmur2
 from sinks.base import Sink
 from tracewire.record import SCHEMA_VERSION
 
@@ -42,45 +50,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_SIZE = 1048576  # Kafka's default message cap, = TRACING_MAX_TRACE_BYTES default
 _RECREATE_AFTER = 3  # consecutive failed exports before the producer is thrown away
-_CLOSE_TIMEOUT = 0.4  # under the 0.5 s the pipeline grants aclose() at a late shutdown
 _WARN_EVERY = 30.0
-_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _FIXED_HEADERS = (("content-type", b"application/json"), ("tracewire-schema", SCHEMA_VERSION.encode()))
 # Record framing beyond key, value and header bytes: varints, attributes, batch header (61 bytes).
 _FRAMING = 128
 _HEADER_ROOM = 4096  # below this distance from the cap no header arithmetic is needed
-_PARTITION_CACHE_SIZE = 100_000  # session id -> partition
-_M = 0x5BD1E995
-_COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd")
-_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
-_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-
-
-def _zstd_available() -> bool:
-    try:
-        from aiokafka.codec import has_zstd
-    except ImportError:
-        return False
-    return bool(has_zstd())
-
-
-class _InFlight:
-    """Delivery state of the batch being exported, kept across the pipeline's retries of it.
-
-    Record indices move from ``pending`` (per partition, still to send) to ``sending`` (one
-    future per record batch handed to the producer) to ``delivered`` or ``rejected``; a failed
-    send puts its indices back in ``pending``, so a retry sends exactly what is not yet acked.
-    """
-
-    __slots__ = ("batch", "delivered", "pending", "rejected", "sending", "split")
-
-    def __init__(self, batch: Sequence[TraceRecord]) -> None:
-        self.batch = batch
-        self.pending: dict[int, list[int]] | None = None  # partition -> indices, once known
-        self.sending: list[tuple[int, list[int], asyncio.Future[Any]]] = []
-        self.delivered = 0
-        self.rejected: set[int] = set()
-        self.split: set[int] = set()  # partitions whose records now go one per batch
 
 
 class KafkaSink(Sink):
@@ -125,23 +99,23 @@ class KafkaSink(Sink):
         servers = [s.strip() for part in servers for s in part.split(",") if s.strip()]
         if not servers:
             raise ValueError("KafkaSink needs at least one bootstrap server (host:port)")
-        if not _TOPIC_RE.fullmatch(topic or ""):
+        if not TOPIC_RE.fullmatch(topic or ""):
             raise ValueError(f"invalid Kafka topic name {topic!r}: use 1-249 of [A-Za-z0-9._-]")
         if key_by not in ("trace_id", "session_id"):
             raise ValueError(f"key_by must be 'trace_id' or 'session_id', got {key_by!r}")
         if compression_type == "auto":
             # zstd was the fastest codec measured (README, "Kafka"); aiokafka needs cramjam for it.
-            compression_type = "zstd" if _zstd_available() else None
+            compression_type = "zstd" if producers.zstd_available() else None
         elif compression_type in ("none", ""):
             compression_type = None
-        if compression_type is not None and compression_type not in _COMPRESSIONS:
-            raise ValueError(f"compression_type must be one of none, {', '.join(_COMPRESSIONS)}, auto")
+        if compression_type is not None and compression_type not in COMPRESSIONS:
+            raise ValueError(f"compression_type must be one of none, {', '.join(COMPRESSIONS)}, auto")
         if str(acks) not in ("0", "1", "all", "-1"):
             raise ValueError(f"acks must be 0, 1 or 'all', got {acks!r}")
-        if security_protocol not in _SECURITY_PROTOCOLS:
-            raise ValueError(f"security_protocol must be one of {', '.join(_SECURITY_PROTOCOLS)}")
-        if sasl_mechanism not in _SASL_MECHANISMS:
-            raise ValueError(f"sasl_mechanism must be one of {', '.join(_SASL_MECHANISMS)}")
+        if security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}")
+        if sasl_mechanism not in SASL_MECHANISMS:
+            raise ValueError(f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}")
         for label, number in (("linger_ms", linger_ms), ("max_batch_size", max_batch_size),
                               ("max_request_size", max_request_size), ("num_partitions", num_partitions)):
             if not isinstance(number, int) or number < (0 if label == "linger_ms" else 1):
@@ -181,8 +155,8 @@ class KafkaSink(Sink):
         self._producer: Any = None
         self._topic_ready = not create_topic
         self._create_warned = False
-        self._inflight: _InFlight | None = None
-        self._partition_cache: dict[str | None, int] = {}
+        self._inflight: Delivery | None = None
+        self._partitioner = Partitioner(cache_keys=key_by == "session_id")
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._failures = 0
         self._last_warning = -_WARN_EVERY
@@ -192,7 +166,7 @@ class KafkaSink(Sink):
     def from_uri(cls, uri: str, settings: Settings) -> KafkaSink:
         """``kafka://host:port[,host:port]/topic``; producer options from ``TRACING_KAFKA_*``."""
         servers, topic = parse_uri(uri)
-        options = _options_from_extra(settings.extra)
+        options = options_from_extra(settings.extra)
         # Our own deadline sits inside the pipeline's so a failed send raises here, cleanly.
         options.setdefault("send_timeout", max(settings.export_timeout * 0.8, 0.05))
         if "max_request_size" not in options:
@@ -221,14 +195,13 @@ class KafkaSink(Sink):
             return 0
         state = self._inflight
         if state is None or state.batch is not batch:
-            state = self._inflight = _InFlight(batch)
+            state = self._inflight = Delivery(batch)
         try:
             await asyncio.wait_for(self._deliver(state), self.send_timeout)
         except asyncio.TimeoutError:
             await self._failed()
             raise TimeoutError(
-                f"Kafka did not acknowledge {len(batch) - state.delivered - len(state.rejected)} "
-                f"of {len(batch)} "
+                f"Kafka did not acknowledge {state.unacknowledged} of {len(batch)} "
                 f"traces within {self.send_timeout:.1f}s"
             ) from None
         except Exception:
@@ -238,13 +211,13 @@ class KafkaSink(Sink):
         self._inflight = None
         return len(state.rejected)
 
-    async def _deliver(self, state: _InFlight) -> None:
+    async def _deliver(self, state: Delivery) -> None:
         producer = await self._ensure_producer()
         if state.pending is None:
             partitions = sorted(await producer.partitions_for(self.topic))
             state.pending = self._assign(state.batch, partitions)
         else:
-            self._harvest(state)  # settle what the last attempt left in flight; failures are pending
+            state.harvest(self._warn)  # settle what the last attempt left in flight; failures are pending
         while True:
             built: list[tuple[int, list[int], Any, asyncio.Future[Any] | None]] = []
             handed = 0
@@ -260,7 +233,7 @@ class KafkaSink(Sink):
                     if compressing is not None:
                         await compressing
                     future = await producer.send_batch(builder, self.topic, partition=partition)
-                    future.add_done_callback(_consume_exception)
+                    future.add_done_callback(consume_exception)
                     state.sending.append((partition, chunk, future))
                     handed += 1
             except BaseException:
@@ -270,7 +243,7 @@ class KafkaSink(Sink):
             if state.sending:  # this attempt's sends, and any the last attempt left in flight
                 # asyncio.wait, not gather: a deadline must leave the sends in flight, not cancel them.
                 await asyncio.wait([future for _, _, future in state.sending])
-            error = self._harvest(state)
+            error = state.harvest(self._warn)
             if error is not None:
                 raise error
             if not state.pending:
@@ -279,24 +252,13 @@ class KafkaSink(Sink):
 
     def _assign(self, batch: Sequence[TraceRecord], partitions: list[int]) -> dict[int, list[int]]:
         """Partition of each record: murmur2 of its key, as Kafka's Java default partitioner."""
-        pending: dict[int, list[int]] = {}
-        count = len(partitions)
-        cache = self._partition_cache
-        if cache.get(None) != count:  # the topic grew: every key moves
-            cache.clear()
-            cache[None] = count
-        by_session = self.key_by == "session_id"
-        for index, record in enumerate(batch):
-            key = record.session_id if by_session and record.session_id else record.trace_id
-            slot = cache.get(key)
-            if slot is None:
-                slot = (murmur2(key.encode()) & 0x7FFFFFFF) % count
-                if by_session and len(cache) < _PARTITION_CACHE_SIZE:
-                    cache[key] = slot
-            pending.setdefault(partitions[slot], []).append(index)
-        return pending
+        if self.key_by == "session_id":
+            keys = [r.session_id or r.trace_id for r in batch]
+        else:
+            keys = [r.trace_id for r in batch]
+        return self._partitioner.assign(keys, partitions)
 
-    def _fill(self, producer: Any, state: _InFlight, indices: list[int], single: bool) -> tuple[Any, int]:
+    def _fill(self, producer: Any, state: Delivery, indices: list[int], single: bool) -> tuple[Any, int]:
         """A closed record batch of the leading ``indices`` (as many as fit); how many it took.
 
         A record that can never be sent (over ``max_request_size``) is rejected and removed."""
@@ -324,9 +286,9 @@ class KafkaSink(Sink):
         """Encode and compress the record batch on the sink's thread, off the event loop.
 
         The codecs release the GIL, so compression runs on another core while the worker goes
-        on serializing (and the app's threads on serving requests).  aiokafka builds a batch
-        once and caches it; without its ``_build`` hook the sender compresses on the loop."""
-        build = getattr(builder, "_build", None)
+        on serializing (and the app's threads on serving requests).  Without aiokafka's build
+        hook the sender compresses on the loop."""
+        build = producers.build_hook(builder)
         if build is None or self.compression_type is None:
             return None
         if self._executor is None:
@@ -335,38 +297,6 @@ class KafkaSink(Sink):
             return asyncio.get_running_loop().run_in_executor(self._executor, build)
         except RuntimeError:  # the interpreter is exiting: compress on the loop, as aiokafka would
             return None
-
-    def _harvest(self, state: _InFlight) -> BaseException | None:
-        """Settle finished sends; return the first retriable error (its records are pending again)."""
-        error: BaseException | None = None
-        still: list[tuple[int, list[int], asyncio.Future[Any]]] = []
-        pending = state.pending if state.pending is not None else {}
-        for partition, indices, future in state.sending:
-            if not future.done():
-                still.append((partition, indices, future))
-                continue
-            exc: BaseException | None = (
-                asyncio.CancelledError() if future.cancelled() else future.exception()
-            )
-            if exc is None:
-                state.delivered += len(indices)
-            elif _is_record_error(exc) and len(indices) == 1:
-                state.rejected.add(indices[0])
-                record = state.batch[indices[0]]
-                self._warn("broker rejected trace %s (%d bytes): %s", record.trace_id, record.size, exc)
-            else:
-                pending.setdefault(partition, []).extend(indices)
-                if _is_record_error(exc):
-                    # One record spoils the whole batch: resend them one by one to find it.
-                    state.split.add(partition)
-                elif error is None:
-                    # A cancelled send (producer thrown away) is resent on the next attempt.
-                    error = exc if not isinstance(exc, asyncio.CancelledError) else ConnectionError(
-                        "Kafka producer was closed with sends in flight"
-                    )
-        state.sending = still
-        state.pending = pending
-        return error
 
     def _key_and_headers(self, record: TraceRecord) -> tuple[bytes, list[tuple[str, bytes]]]:
         trace_id = record.trace_id.encode()
@@ -392,41 +322,26 @@ class KafkaSink(Sink):
 
     # -- producer lifecycle -----------------------------------------------------------------------
     async def _ensure_producer(self) -> Any:
-        if self._producer is not None:
-            if not self._topic_ready:
-                await self._create_topic()
-            return self._producer
-        from aiokafka import AIOKafkaProducer
-
-        producer = AIOKafkaProducer(**self._client_options, **self._producer_options)
-        try:
-            await producer.start()
-            if not self._topic_ready:
-                await self._create_topic()
-        except BaseException:
-            # A half-started producer holds a sender task and sockets; close before retrying.
-            await _close(producer)
-            raise
-        self._producer = producer
+        producer = self._producer
+        if producer is None:
+            producer = await producers.start_producer(self._client_options, self._producer_options)
+            try:
+                if not self._topic_ready:
+                    await self._create_topic()
+            except BaseException:
+                await producers.close(producer)
+                raise
+            self._producer = producer
+        elif not self._topic_ready:
+            await self._create_topic()
         return producer
 
     async def _create_topic(self) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-        admin = AIOKafkaAdminClient(**self._client_options)
-        try:
-            await admin.start()
-            replication = self.replication_factor
-            if replication is None:
-                # Three copies where the cluster has them, one on a single-broker dev cluster.
-                cluster = await admin.describe_cluster()
-                replication = max(1, min(3, len(cluster.get("brokers", ()) or ())))
-            response = await admin.create_topics([NewTopic(self.topic, self.num_partitions, replication)])
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(admin.close(), _CLOSE_TIMEOUT)
-        for _topic, code, message in getattr(response, "topic_errors", ()):
-            if code not in (0, 36) and not self._create_warned:  # 36: TOPIC_ALREADY_EXISTS
+        errors = await producers.create_topic(
+            self._client_options, self.topic, self.num_partitions, self.replication_factor
+        )
+        for code, message in errors:
+            if not self._create_warned:
                 # E.g. no CREATE permission: the topic may still exist or be auto-created; sends tell.
                 self._create_warned = True
                 logger.warning("tracewire: could not create Kafka topic %s (error %d: %s)",
@@ -444,14 +359,14 @@ class KafkaSink(Sink):
         # A producer that keeps failing may hold stale metadata or addresses; start afresh.
         producer, self._producer = self._producer, None
         self._failures = 0
-        await _close(producer)
+        await producers.close(producer)
         if self._inflight is not None:
-            self._harvest(self._inflight)
+            self._inflight.harvest(self._warn)
 
     async def aclose(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            await _close(producer)
+            await producers.close(producer)
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False)
@@ -471,151 +386,5 @@ class KafkaSink(Sink):
             logger.warning("tracewire: kafka sink " + msg, *args)
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), unsigned: the hash the
-    Java client's default partitioner applies to keys.  A word at a time, about 2x aiokafka's."""
-    length = len(data)
-    h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    words = length >> 2
-    for k in struct.unpack_from("<%dI" % words, data):
-        k = (k * _M) & 0xFFFFFFFF
-        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
-        h = ((h * _M) & 0xFFFFFFFF) ^ k
-    tail, i = length & 3, words * 4
-    if tail == 3:
-        h ^= data[i + 2] << 16
-    if tail >= 2:
-        h ^= data[i + 1] << 8
-    if tail:
-        h = ((h ^ data[i]) * _M) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * _M) & 0xFFFFFFFF
-    return h ^ (h >> 15)
 
-
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    # A send whose batch was given up on must not log "exception was never retrieved".
-    if not future.cancelled():
-        future.exception()
-
-
-def _is_record_error(exc: BaseException) -> bool:
-    """A permanent error about this one record (too large, corrupt), not about the sink."""
-    from aiokafka import errors
-
-    if not isinstance(exc, errors.BrokerResponseError) or exc.retriable:
-        return False
-    return not isinstance(exc, (
-        errors.TopicAuthorizationFailedError, errors.ClusterAuthorizationFailedError,
-        errors.InvalidTopicError, errors.UnknownTopicOrPartitionError,
-    ))
-
-
-async def _close(producer: Any, timeout: float = _CLOSE_TIMEOUT) -> None:
-    """Stop ``producer`` within ``timeout``.  Whatever it still holds was given up by the caller
-    (counted lost by the pipeline, or to be resent by a new producer), so it is failed, not
-    flushed: a dead broker cannot make this wait."""
-    _fail_pending(producer)
-    stop = asyncio.ensure_future(producer.stop())
-    try:
-        await asyncio.wait_for(asyncio.shield(stop), timeout)
-    except asyncio.TimeoutError:
-        logger.debug("tracewire: the Kafka producer did not stop within %.1fs", timeout)
-    except asyncio.CancelledError:
-        stop.cancel()
-        raise
-    except Exception:
-        # E.g. aiokafka's sender tripping over a failed in-flight batch it meant to re-queue.
-        logger.debug("tracewire: stopping the Kafka producer failed", exc_info=True)
-    else:
-        return
-    if not stop.done():
-        # Cancelling propagates into aiokafka's sender and its in-flight requests; give them a
-        # moment to unwind so no task is left pending when the worker loop closes.
-        stop.cancel()
-        await asyncio.wait([stop], timeout=0.1)
-    client = getattr(producer, "client", None)
-    if client is not None:  # stop() did not get as far as closing the connections
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.close(), 0.1)
-
-
-def _fail_pending(producer: Any) -> None:
-    # aiokafka's stop() waits for every queued message (it expires only after
-    # request_timeout_ms); failing them lets stop() close the connections now.
-    accumulator = getattr(producer, "_message_accumulator", None)
-    if accumulator is not None:
-        from aiokafka.errors import KafkaConnectionError
-
-        accumulator.fail_all(KafkaConnectionError("tracewire: producer closed with the broker unreachable"))
-
-
-def parse_uri(uri: str) -> tuple[list[str], str]:
-    """``kafka://h1:9092,h2:9092/topic`` → (["h1:9092", "h2:9092"], "topic")."""
-    scheme, sep, rest = uri.partition("://")
-    if scheme.lower() != "kafka" or not sep:
-        raise ValueError(f"Kafka destination must look like kafka://host:port[,host:port]/topic, got {uri!r}")
-    hosts, slash, topic = rest.partition("/")
-    topic = topic.strip()
-    if not slash or not topic:
-        raise ValueError(f"Kafka destination {uri!r} names no topic: kafka://host:port[,host:port]/topic")
-    if not _TOPIC_RE.fullmatch(topic):
-        raise ValueError(f"Kafka destination {uri!r}: invalid topic {topic!r} (1-249 of [A-Za-z0-9._-])")
-    servers = []
-    for part in hosts.split(","):
-        host, colon, port = part.strip().rpartition(":")
-        if not part.strip():
-            continue
-        if not colon:
-            host, port = port, "9092"
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"Kafka destination {uri!r}: bad broker address {part.strip()!r} (host:port)")
-        servers.append(f"{host}:{port}")
-    if not servers:
-        raise ValueError(f"Kafka destination {uri!r} names no broker: kafka://host:port/topic")
-    return servers, topic
-
-
-# TRACING_KAFKA_<NAME> → constructor argument, parser.
-def _int(text: str) -> int:
-    return int(text.strip())
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise ValueError(f"expected true/false, got {text!r}")
-    return value in ("1", "true", "yes", "on")
-
-
-def _text(text: str) -> str:
-    return text.strip()
-
-
-_EXTRA: dict[str, Any] = {
-    "key_by": _text, "compression_type": _text, "linger_ms": _int, "max_batch_size": _int,
-    "acks": _text, "request_timeout_ms": _int, "max_request_size": _int,
-    "send_timeout": lambda t: float(t.strip()), "security_protocol": lambda t: t.strip().upper(),
-    "sasl_mechanism": lambda t: t.strip().upper(), "sasl_plain_username": _text,
-    "sasl_plain_password": str, "ssl_cafile": _text, "ssl_certfile": _text, "ssl_keyfile": _text,
-    "ssl_password": str, "create_topic": _bool, "num_partitions": _int,
-    "replication_factor": _int, "client_id": _text,
-}
-
-
-def _options_from_extra(extra: Mapping[str, str]) -> dict[str, Any]:
-    """Parse the ``TRACING_KAFKA_*`` passthrough; a bad value is logged and its default kept."""
-    options: dict[str, Any] = {}
-    for key, raw in extra.items():
-        if not key.startswith("kafka_"):
-            continue
-        name = key[len("kafka_"):]
-        parse = _EXTRA.get(name)
-        if parse is None:
-            logger.warning("tracewire: ignoring unknown setting TRACING_%s", key.upper())
-            continue
-        try:
-            options[name] = parse(raw)
-        except ValueError as exc:
-            logger.warning("tracewire: ignoring TRACING_%s=%r (%s)", key.upper(), raw, exc)
-    return options
+__all__ = ["KafkaSink", "murmur2", "parse_uri"]

@@ -24,7 +24,7 @@ DEFAULT_METADATA_FROM_ENV = (
 )
 
 
-def _bool(value: Any) -> bool:
+def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -106,7 +106,7 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("enabled", "ENABLE_TRACING", False, _bool, "master switch"),
+    Setting("enabled", "ENABLE_TRACING", False, parse_bool, "master switch"),
     Setting("destination", "TRACING_DESTINATION", ("delta:./traces",), _str_list,
             "sink URIs, comma-separated: kafka://h:p/topic, delta:PATH, jsonl:PATH, memory:"),
     Setting("sample_rate", "TRACING_SAMPLE_RATE", 1.0, _number(float, 0.0, 1.0),
@@ -117,7 +117,7 @@ SETTINGS: tuple[Setting, ...] = (
             "kept traces are truncated to fit this many bytes"),
     Setting("max_value_bytes", "TRACING_MAX_VALUE_BYTES", 262144, _number(int, 64),
             "cap on one captured input/output/attribute value"),
-    Setting("capture_bodies", "TRACING_CAPTURE_BODIES", True, _bool,
+    Setting("capture_bodies", "TRACING_CAPTURE_BODIES", True, parse_bool,
             "record request/response bodies on the root span"),
     Setting("exclude_paths", "TRACING_EXCLUDE_PATHS", (), _regex_list,
             "regexes on the request path that are not traced"),
@@ -209,7 +209,7 @@ def load(
                 raise ValueError(f"tracewire setting {setting.name}={given!r}: {exc}") from None
             continue
         raw = env.get(setting.env)
-        if raw is None or (raw.strip() == "" and setting.parse is not _bool):
+        if raw is None or (raw.strip() == "" and setting.parse is not parse_bool):
             values[setting.name] = setting.default
             continue
         try:
