@@ -105,7 +105,7 @@ def pipeline(destination: str, payloads: list[tuple[bytes, bytes]],
     returns.  One trace goes first, untimed: producer start and topic creation, or the table's
     first commit."""
     import tracewire
-    from tracewire import _runtime
+    from tracewire import runtime as _runtime
 
     traces = [tracewire.Trace.from_json(value) for _, value in payloads]
     tracewire.configure(enabled=True, destination=destination, queue_max_traces=10**7,
@@ -131,7 +131,8 @@ def sink_only(bootstrap: str, payloads: list[tuple[bytes, bytes]], batch: int = 
     import tracewire
     from sinks import KafkaSink
     from tests.kafka_broker import unique_topic
-    from tracewire import config, sampling
+    from tracewire import config
+    from tracewire.export import finishing as sampling
 
     settings = config.load({}, sampling_size_threshold=2**30)
     rng = random.Random(1)
@@ -155,7 +156,7 @@ def paced(bootstrap: str, payloads: list[tuple[bytes, bytes]], rate: int, second
     """Submit ``rate`` traces/s for ``seconds``, as a server would; then count what arrived."""
     import tracewire
     from tests.kafka_broker import unique_topic
-    from tracewire import _runtime
+    from tracewire import runtime as _runtime
 
     traces = [tracewire.Trace.from_json(v) for _, v in payloads]
     tracewire.configure(enabled=True, destination=f"kafka://{bootstrap}/{unique_topic('paced')}",
@@ -193,7 +194,8 @@ def raw_delta(payloads: list[tuple[bytes, bytes]], batch: int = 256) -> float:
 
     import tracewire
     from sinks.delta import PARTITION_COLUMN, records_to_table
-    from tracewire import config, sampling
+    from tracewire import config
+    from tracewire.export import finishing as sampling
 
     settings = config.load({}, sampling_size_threshold=2**30)
     rng = random.Random(1)

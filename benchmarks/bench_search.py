@@ -134,7 +134,7 @@ def run_consumer(n: int, size: int = 10_000) -> dict[str, Any]:
 
     from tests.kafka_broker import Broker, unique_topic
     from tests.tracewire.test_consumer import make_payloads, produce
-    from tracewire.consumer import TraceConsumer
+    from tracewire.read.consumer import TraceConsumer
 
     base = make_payloads(200, prefix="bench")
     padding = "x" * size

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from tracewire._encoding import PREVIEW_CHARS, truncation_marker
+from tracewire.encoding import PREVIEW_CHARS, truncation_marker
 
 REDACTED = "[REDACTED]"
 _MAX_DEPTH = 64

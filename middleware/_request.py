@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import tracewire
 from middleware._body import BodyCapture, Redactor, form_dict
-from tracewire import _live, _runtime, config
-from tracewire.entities import SpanAttributeKey, TraceMetadataKey
+from tracewire import config
+from tracewire import runtime as _runtime
+from tracewire.keys import SpanAttributeKey, TraceMetadataKey
+from tracewire.recording import live as _live
 
 if TYPE_CHECKING:
-    from tracewire.entities import Span
+    from tracewire.model import Span
 
 logger = logging.getLogger("middleware")
 

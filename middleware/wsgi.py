@@ -20,7 +20,8 @@ from typing import Any
 from middleware import _request
 from middleware._body import BodyCapture
 from middleware._types import Environ, ExcInfo, Headers, StartResponse, WSGIApp
-from tracewire import _context, _runtime
+from tracewire import context as _context
+from tracewire import runtime as _runtime
 
 logger = logging.getLogger("middleware")
 _STATE = _runtime.STATE

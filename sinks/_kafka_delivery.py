@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tracewire.record import TraceRecord
+    from tracewire.export.record import TraceRecord
 
 
 class Delivery:

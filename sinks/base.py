@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tracewire.config import Settings
-    from tracewire.record import TraceRecord
+    from tracewire.export.record import TraceRecord
 
 
 class Sink:

@@ -16,7 +16,7 @@ from sinks.base import Sink
 
 if TYPE_CHECKING:
     from tracewire.config import Settings
-    from tracewire.record import TraceRecord
+    from tracewire.export.record import TraceRecord
 
 
 class JsonlSink(Sink):

@@ -38,13 +38,13 @@ from sinks._kafka_options import (
 )
 from sinks._kafka_partitioner import Partitioner, murmur2
 from sinks.base import Sink
-from tracewire.record import SCHEMA_VERSION
+from tracewire.export.record import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import ssl
 
     from tracewire.config import Settings
-    from tracewire.record import TraceRecord
+    from tracewire.export.record import TraceRecord
 
 logger = logging.getLogger(__name__)
 

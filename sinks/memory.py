@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from sinks.base import Sink
-from tracewire.entities import Trace
+from tracewire.model import Trace
 
 if TYPE_CHECKING:
     from tracewire.config import Settings
-    from tracewire.record import TraceRecord
+    from tracewire.export.record import TraceRecord
 
 
 class MemorySink(Sink):

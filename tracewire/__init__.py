@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracewire import _runtime
-from tracewire.client import TracingClient
+from tracewire import runtime as _runtime
 from tracewire.config import Settings
-from tracewire.destinations import register_scheme
-from tracewire.entities import Span, SpanEvent, SpanType, Trace, TraceData, TraceInfo
-from tracewire.fluent import (
+from tracewire.export.destinations import register_scheme
+from tracewire.export.record import TraceRecord
+from tracewire.keys import SpanType
+from tracewire.model import Span, SpanEvent, Trace, TraceData, TraceInfo
+from tracewire.recording.client import TracingClient
+from tracewire.recording.fluent import (
     get_active_trace_id,
     get_current_active_span,
     get_last_active_trace_id,
@@ -27,7 +29,6 @@ from tracewire.fluent import (
     trace,
     update_current_trace,
 )
-from tracewire.record import TraceRecord
 
 __version__ = "0.1.0"
 
@@ -70,7 +71,7 @@ def search_traces(
     The filter is pushed down to the Delta scan; a bad filter raises ``ValueError`` pointing at
     the offending token.  Needs the ``delta`` extra.
     """
-    from tracewire.search import search_traces as _search
+    from tracewire.read.search import search_traces as _search
 
     return _search(table, filter_string, order_by, max_results)
 

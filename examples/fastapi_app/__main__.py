@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _destinations() -> tuple[str, ...]:
-    from tracewire import _runtime
+    from tracewire import runtime as _runtime
 
     return _runtime.settings().destination
 

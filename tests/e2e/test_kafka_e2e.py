@@ -20,7 +20,7 @@ from tests.e2e.servers import (
     uvicorn_argv,
 )
 from tests.kafka_broker import Broker, Message, read_topic, unique_topic
-from tracewire.record import SCHEMA_VERSION
+from tracewire.export.record import SCHEMA_VERSION
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 

@@ -20,7 +20,7 @@ from sinks import KafkaSink
 from sinks.kafka import murmur2, parse_uri
 from tests.kafka_broker import Broker, Message, read_topic, unique_topic
 from tracewire import config
-from tracewire.record import SCHEMA_VERSION
+from tracewire.export.record import SCHEMA_VERSION
 
 
 @pytest.fixture(autouse=True)

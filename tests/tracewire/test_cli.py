@@ -18,7 +18,7 @@ pytest.importorskip("deltalake")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tracewire.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tracewire.read.cli", *args], capture_output=True,
                           text=True, timeout=120)
 
 

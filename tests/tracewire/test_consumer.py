@@ -20,7 +20,7 @@ import pytest
 import tracewire
 from sinks import MemorySink
 from tests.kafka_broker import Broker, unique_topic
-from tracewire.consumer import PoisonMessage, TraceConsumer, record_from_message
+from tracewire.read.consumer import PoisonMessage, TraceConsumer, record_from_message
 
 pytest.importorskip("aiokafka")
 deltalake = pytest.importorskip("deltalake")
@@ -133,7 +133,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     payloads = make_payloads(3000, prefix="crash")
     asyncio.run(produce(broker.bootstrap, topic, payloads, partitions=2))
     table = tmp_path / "traces"
-    command = [sys.executable, "-m", "tracewire.cli", "consume", "--bootstrap-servers", broker.bootstrap,
+    command = [sys.executable, "-m", "tracewire.read.cli", "consume", "--bootstrap-servers", broker.bootstrap,
                "--topic", topic, "--group", "crashy", "--table", str(table), "--max-batch", "100",
                "--idle-exit", "4", "--progress-every", "0"]
     first = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -160,7 +160,7 @@ def test_sigterm_is_graceful(broker: Broker, tmp_path: Path) -> None:
     asyncio.run(produce(broker.bootstrap, topic, make_payloads(50, prefix="term")))
     table = tmp_path / "traces"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tracewire.cli", "consume", "--bootstrap-servers", broker.bootstrap,
+        [sys.executable, "-m", "tracewire.read.cli", "consume", "--bootstrap-servers", broker.bootstrap,
          "--topic", topic, "--group", "term", "--table", str(table), "--progress-every", "0"],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )

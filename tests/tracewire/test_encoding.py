@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import tracewire
 from sinks import MemorySink
 from tests.conftest import only_trace
-from tracewire._encoding import dumps, dumps_capped
+from tracewire.encoding import dumps, dumps_capped
 
 np = pytest.importorskip("numpy")
 

@@ -12,9 +12,9 @@ import pytest
 import tracewire
 from sinks import MemorySink, Sink
 from tracewire import config
-from tracewire._live import LiveTrace, new_trace_hex
-from tracewire.pipeline import ExportPipeline
-from tracewire.record import TraceRecord
+from tracewire.export.pipeline import ExportPipeline
+from tracewire.export.record import TraceRecord
+from tracewire.recording.live import LiveTrace, new_trace_hex
 
 
 class FlakySink(Sink):

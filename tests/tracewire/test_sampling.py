@@ -6,9 +6,9 @@ import time
 import orjson
 
 from tracewire import config
-from tracewire._live import LiveTrace, new_trace_hex
-from tracewire.entities import Trace
-from tracewire.sampling import keep_probability, process
+from tracewire.export.finishing import keep_probability, process
+from tracewire.model import Trace
+from tracewire.recording.live import LiveTrace, new_trace_hex
 
 
 def big_trace(size: int, state_error: bool = False) -> Trace:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import tracewire
-from tracewire.search import SearchFilterError, build_filter
+from tracewire.read.search import SearchFilterError, build_filter
 
 pytest.importorskip("deltalake")
 

@@ -18,54 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tracewire import _encoding
+from tracewire import encoding as _encoding
+from tracewire.keys import TRACE_ID_PREFIX, SpanAttributeKey, SpanType, TraceMetadataKey
 
 _orjson_dumps = orjson.dumps
 
 if TYPE_CHECKING:
-    from tracewire._live import LiveTrace
+    from tracewire.recording.live import LiveTrace
 
 _time_ns = time.time_ns
-TRACE_ID_PREFIX = "tr-"
-TRACE_SCHEMA_VERSION = "3"
-
-
-class SpanType:
-    """Well-known span types; any other string is accepted too (an open set, as in MLflow)."""
-
-    LLM = "LLM"
-    CHAT_MODEL = "CHAT_MODEL"
-    CHAIN = "CHAIN"
-    AGENT = "AGENT"
-    TOOL = "TOOL"
-    RETRIEVER = "RETRIEVER"
-    EMBEDDING = "EMBEDDING"
-    RERANKER = "RERANKER"
-    PARSER = "PARSER"
-    MEMORY = "MEMORY"
-    GUARDRAIL = "GUARDRAIL"
-    EVALUATOR = "EVALUATOR"
-    WORKFLOW = "WORKFLOW"
-    TASK = "TASK"
-    UNKNOWN = "UNKNOWN"
-
-
-class SpanAttributeKey:
-    REQUEST_ID = "mlflow.traceRequestId"
-    SPAN_TYPE = "mlflow.spanType"
-    INPUTS = "mlflow.spanInputs"
-    OUTPUTS = "mlflow.spanOutputs"
-    CHAT_USAGE = "mlflow.chat.tokenUsage"
-
-
-class TraceMetadataKey:
-    SCHEMA_VERSION = "mlflow.trace_schema.version"
-    SESSION = "mlflow.trace.session"
-    USER = "mlflow.trace.user"
-    TOKEN_USAGE = "mlflow.trace.tokenUsage"
-    SAMPLING_FRACTION = "tracewire.sampling_fraction"
-    TRUNCATED = "tracewire.truncated"
-    SIZE_BYTES = "tracewire.size_bytes"
 
 
 _STATUS_TO_OTEL = {"OK": "STATUS_CODE_OK", "ERROR": "STATUS_CODE_ERROR", "UNSET": "STATUS_CODE_UNSET"}

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tracewire.entities import Trace
+from tracewire.model import Trace
 
 
 class SearchFilterError(ValueError):

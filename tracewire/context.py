@@ -9,6 +9,6 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tracewire.entities import Span
+    from tracewire.model import Span
 
 current_span: ContextVar[Span | None] = ContextVar("tracewire_current_span", default=None)

@@ -13,10 +13,11 @@ from typing import Any
 
 import orjson
 
-from tracewire._encoding import truncation_marker
 from tracewire.config import Settings
-from tracewire.entities import SpanAttributeKey, Trace, TraceMetadataKey
-from tracewire.record import TraceRecord
+from tracewire.encoding import truncation_marker
+from tracewire.export.record import TraceRecord
+from tracewire.keys import SpanAttributeKey, TraceMetadataKey
+from tracewire.model import Trace
 
 _PROTECTED = frozenset({SpanAttributeKey.REQUEST_ID, SpanAttributeKey.SPAN_TYPE})
 _MARKER_PREVIEW_CHARS = 256

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tracewire import config
 
 if TYPE_CHECKING:
-    from tracewire.pipeline import ExportPipeline, Finished
+    from tracewire.export.pipeline import ExportPipeline, Finished
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def configure(**kwargs: Any) -> config.Settings:
             # an ENABLE_TRACING set by the deployment still wins.
             kwargs["enabled"] = True
     if "destination" in kwargs and kwargs["destination"] is not None:
-        from tracewire.destinations import validate
+        from tracewire.export.destinations import validate
 
         validate(config._str_list(kwargs["destination"]))
     new = config.load(**kwargs)
@@ -86,12 +86,12 @@ def pipeline(create: bool = True) -> ExportPipeline | None:
         return current
     with STATE.lock:
         if STATE.pipeline is None:
-            from tracewire.pipeline import ExportPipeline
+            from tracewire.export.pipeline import ExportPipeline
 
             if STATE.explicit_sinks is not None:
                 sinks = STATE.explicit_sinks
             else:
-                from tracewire.destinations import create_sinks
+                from tracewire.export.destinations import create_sinks
 
                 sinks = create_sinks(STATE.settings.destination, STATE.settings)
             STATE.pipeline = ExportPipeline(sinks, STATE.settings)
@@ -120,7 +120,7 @@ def shutdown(timeout: float | None = None) -> None:
 def stats() -> dict[str, Any]:
     pipe = pipeline(create=False)
     if pipe is None:
-        from tracewire.pipeline import empty_stats
+        from tracewire.export.pipeline import empty_stats
 
         return empty_stats()
     return pipe.stats()

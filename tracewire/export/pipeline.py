@@ -24,10 +24,10 @@ import time
 import weakref
 from typing import Any, Protocol
 
-from tracewire import sampling
 from tracewire.config import Settings
-from tracewire.entities import Trace
-from tracewire.record import TraceRecord
+from tracewire.export import finishing as sampling
+from tracewire.export.record import TraceRecord
+from tracewire.model import Trace
 
 logger = logging.getLogger(__name__)
 

@@ -14,18 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tracewire import _encoding, _runtime
-from tracewire.entities import (
-    TRACE_ID_PREFIX,
-    TRACE_SCHEMA_VERSION,
-    Span,
-    SpanAttributeKey,
-    Trace,
-    TraceData,
-    TraceInfo,
-    TraceMetadataKey,
-    _loads,
-)
+from tracewire import encoding as _encoding
+from tracewire import runtime as _runtime
+from tracewire.keys import TRACE_ID_PREFIX, TRACE_SCHEMA_VERSION, SpanAttributeKey, TraceMetadataKey
+from tracewire.model import Span, Trace, TraceData, TraceInfo, _loads
 
 logger = logging.getLogger(__name__)
 

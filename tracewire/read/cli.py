@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from tracewire.entities import Span, Trace
+from tracewire.model import Span, Trace
 
 
 def _short(value: Any, width: int = 80) -> str:
@@ -80,7 +80,7 @@ def format_tree(trace: Trace) -> str:
 
 
 def _search(args: argparse.Namespace, out: TextIO) -> int:
-    from tracewire.search import search_traces
+    from tracewire.read.search import search_traces
 
     traces = search_traces(args.table, args.filter, args.order_by, args.max_results)
     for trace in traces:
@@ -94,7 +94,7 @@ def _search(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _show(args: argparse.Namespace, out: TextIO) -> int:
-    from tracewire.search import search_traces
+    from tracewire.read.search import search_traces
 
     quoted = args.trace_id.replace("'", "''")
     traces = search_traces(args.table, f"trace_id = '{quoted}'", max_results=1)
@@ -126,7 +126,7 @@ def _consume(args: argparse.Namespace, out: TextIO) -> int:
     import logging
     import signal
 
-    from tracewire.consumer import ConsumerStats, TraceConsumer
+    from tracewire.read.consumer import ConsumerStats, TraceConsumer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     last = [0.0]
@@ -160,7 +160,7 @@ def _consume(args: argparse.Namespace, out: TextIO) -> int:
 def _tail(args: argparse.Namespace, out: TextIO) -> int:
     import asyncio
 
-    from tracewire.consumer import PoisonMessage, record_from_message
+    from tracewire.read.consumer import PoisonMessage, record_from_message
 
     uri = args.uri
     if not uri.startswith("kafka://") or "/" not in uri[len("kafka://"):]:

@@ -10,9 +10,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from tracewire import _live, _runtime
-from tracewire.entities import Span, SpanType
-from tracewire.fluent import NOOP_SPAN
+from tracewire import runtime as _runtime
+from tracewire.keys import SpanType
+from tracewire.model import Span
+from tracewire.recording import live as _live
+from tracewire.recording.fluent import NOOP_SPAN
 
 logger = logging.getLogger(__name__)
 

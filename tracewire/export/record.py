@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from tracewire.entities import SpanAttributeKey, Trace, TraceMetadataKey
+from tracewire.keys import SpanAttributeKey, TraceMetadataKey
+from tracewire.model import Trace
 
 SCHEMA_VERSION = "1"  # of the record/message layout (Kafka header ``tracewire-schema``)
 

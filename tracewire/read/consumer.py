@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 
-from tracewire.entities import SpanAttributeKey, TraceMetadataKey, parse_request_time
-from tracewire.record import TraceRecord
+from tracewire.export.record import TraceRecord
+from tracewire.keys import SpanAttributeKey, TraceMetadataKey
+from tracewire.model import parse_request_time
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,11 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from tracewire import _context, _live, _runtime
-from tracewire.entities import Span, SpanType, TraceMetadataKey
+from tracewire import context as _context
+from tracewire import runtime as _runtime
+from tracewire.keys import SpanType, TraceMetadataKey
+from tracewire.model import Span
+from tracewire.recording import live as _live
 
 logger = logging.getLogger(__name__)
 
@@ -467,7 +470,7 @@ def update_current_trace(
 def _as_str(value: Any) -> str:
     if isinstance(value, str):
         return value
-    from tracewire._encoding import dumps
+    from tracewire.encoding import dumps
 
     return dumps(value)
 

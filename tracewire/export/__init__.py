@@ -1,0 +1,1 @@
+"""Export: finishing a trace (build, sample, truncate, serialize), the pipeline, destinations."""

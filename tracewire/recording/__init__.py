@@ -1,0 +1,1 @@
+"""Recording: live spans and traces, the fluent and client APIs, head sampling."""
