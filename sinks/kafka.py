@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +38,7 @@ from sinks._kafka_options import (
 from sinks._kafka_partitioner import Partitioner, murmur2
 from sinks.base import Sink
 from tracewire.export.record import SCHEMA_VERSION
+from tracewire.logs import RateLimitedLog
 
 if TYPE_CHECKING:
     import ssl
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_SIZE = 1048576  # Kafka's default message cap, = TRACING_MAX_TRACE_BYTES default
 _RECREATE_AFTER = 3  # consecutive failed exports before the producer is thrown away
-_WARN_EVERY = 30.0
 _FIXED_HEADERS = (("content-type", b"application/json"), ("tracewire-schema", SCHEMA_VERSION.encode()))
 # Record framing beyond key, value and header bytes: varints, attributes, batch header (61 bytes).
 _FRAMING = 128
@@ -159,7 +158,7 @@ class KafkaSink(Sink):
         self._partitioner = Partitioner(cache_keys=key_by == "session_id")
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._failures = 0
-        self._last_warning = -_WARN_EVERY
+        self._log = RateLimitedLog(logger)
 
     # -- construction from TRACING_DESTINATION ------------------------------------------------------
     @classmethod
@@ -380,10 +379,7 @@ class KafkaSink(Sink):
         self._failures = 0
 
     def _warn(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last_warning >= _WARN_EVERY:
-            self._last_warning = now
-            logger.warning("tracewire: kafka sink " + msg, *args)
+        self._log.warning("kafka", "tracewire: kafka sink " + msg, *args)
 
 
 

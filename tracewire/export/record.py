@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from tracewire.keys import SpanAttributeKey, TraceMetadataKey
+from tracewire.keys import RECORD_SCHEMA_VERSION, SpanAttributeKey, TraceMetadataKey
 from tracewire.model import Trace
 
-SCHEMA_VERSION = "1"  # of the record/message layout (Kafka header ``tracewire-schema``)
+SCHEMA_VERSION = RECORD_SCHEMA_VERSION  # of the Kafka message layout (header ``tracewire-schema``)
 
 
 @dataclasses.dataclass(slots=True)
