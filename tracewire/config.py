@@ -136,6 +136,10 @@ SETTINGS: tuple[Setting, ...] = (
             "deadline in seconds for one sink call"),
     Setting("shutdown_timeout", "TRACING_SHUTDOWN_TIMEOUT", 5.0, _number(float, 0.0),
             "deadline in seconds for the flush at shutdown"),
+    Setting("client_max_traces", "TRACING_CLIENT_MAX_TRACES", 10000, _number(int, 1),
+            "TracingClient traces held open at once; the oldest is dropped (and counted) beyond it"),
+    Setting("client_trace_ttl", "TRACING_CLIENT_TRACE_TTL", 3600.0, _number(float, 0.001),
+            "seconds a TracingClient trace may stay open before it is dropped (and counted)"),
     Setting("root_span_type", "TRACING_ROOT_SPAN_TYPE", "CHAIN", _nonempty_str,
             "span type of the request root span"),
     Setting("request_id_header", "TRACING_REQUEST_ID_HEADER", "x-request-id", _header_name,
@@ -171,6 +175,8 @@ class Settings:
     batch_interval: float
     export_timeout: float
     shutdown_timeout: float
+    client_max_traces: int
+    client_trace_ttl: float
     root_span_type: str
     request_id_header: str
     session_id_header: str
