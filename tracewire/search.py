@@ -38,8 +38,9 @@ class SearchFilterError(ValueError):
         super().__init__(f"{problem} at position {position}:\n  {text}\n  {' ' * position}^")
 
 
-MAX_CLAUSES = 256
-"""The most AND-ed clauses one filter may hold (deeper filters slow down or crash the Arrow scan)."""
+MAX_CLAUSES = 100
+"""The most AND-ed clauses one filter may hold: each costs a kernel call per file and batch (256 take
+~5 s over 400 files), and thousands crash the Arrow scan."""
 MAX_IN_VALUES = 10_000
 """The most values one ``IN (...)`` list may hold."""
 
@@ -440,14 +441,16 @@ def search_traces(
     top = matches.sort_by(sort_keys).slice(0, max_results)
     ids = [i for i in set(top.column("trace_id").to_pylist()) if i is not None]
     # Second pass reads the (large) trace column of the winners only: their days' partitions,
-    # their ids, the filter again (rows sharing a winner's id need not match), sorted the same
-    # way; it holds every winner row, so its top ``max_results`` are the answer.
+    # their ids, sorted the same way; it holds every winner row, so its top ``max_results`` are
+    # the answer.  Rows sharing a winner's id that did not match (several requests that carried
+    # one traceparent) show up as extra rows: only then is the filter applied again.
     days = [d for d in set(top.column("request_date").to_pylist()) if d is not None]
     second = ds.field("trace_id").isin(ids)
     if days:
         second = second & ds.field("request_date").isin(days)
-    if expression is not None:
-        second = second & expression
-    rows = dataset.to_table(columns=sorted({*key_columns, "trace"}), filter=second)
+    columns = sorted({*key_columns, "trace"})
+    rows = dataset.to_table(columns=columns, filter=second)
+    if expression is not None and rows.num_rows > matches.filter(second).num_rows:
+        rows = dataset.to_table(columns=columns, filter=second & expression)
     rows = rows.sort_by(sort_keys).slice(0, max_results)
     return [Trace.from_json(text) for text in rows.column("trace").to_pylist()]
