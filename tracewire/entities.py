@@ -267,10 +267,14 @@ class Span:
             kind is bool or kind is float or (kind is str and len(value) * 6 < live.max_value_bytes)
             or (kind is int and -(2**63) <= value < 2**64)
         ):
-            raw = _orjson_dumps(value)
-            live.approx_bytes += len(raw)
-            self._attributes[key] = raw.decode()
-            return
+            try:
+                raw = _orjson_dumps(value)
+            except TypeError:  # a str with lone surrogates: _encode escapes them
+                raw = None
+            if raw is not None:
+                live.approx_bytes += len(raw)
+                self._attributes[key] = raw.decode()
+                return
         self._attributes[key] = self._encode(key, value)
         if key == SpanAttributeKey.CHAT_USAGE and live is not None:
             live.record_usage(self.span_id, value)
