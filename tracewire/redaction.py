@@ -21,12 +21,14 @@ from urllib.parse import unquote_plus
 
 import orjson
 
-from tracewire import _runtime
+from tracewire import _encoding, _runtime
 from tracewire.config import DEFAULT_REDACT_FIELDS
 
 REDACTED = "[REDACTED]"
 DEFAULT_FIELDS = DEFAULT_REDACT_FIELDS
-_MAX_DEPTH = 64
+# Deeper than the encoder's own cut (64) and shallower than orjson's recursion limit (254).
+_MAX_DEPTH = 80
+_LEAVES = frozenset({str, int, float, bool, type(None), bytes})
 _MAX_KNOWN_NAMES = 4096
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _ENTRY_WORD = re.compile(r"[a-z0-9]+")
@@ -41,10 +43,14 @@ def words(name: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(name)]
 
 
+class _TooDeep(Exception):
+    pass
+
+
 class Redactor:
     """Decides which names are secret and replaces their values with ``"[REDACTED]"``."""
 
-    __slots__ = ("_known", "_rules", "fields")
+    __slots__ = ("_clean", "_known", "_rules", "fields")
 
     def __init__(self, fields: Iterable[str] = DEFAULT_FIELDS) -> None:
         self.fields = tuple(fields)
@@ -58,6 +64,7 @@ class Redactor:
         self._rules = tuple(rules)
         # Field names repeat from request to request (an API has a schema): remember verdicts.
         self._known: dict[str, bool] = {}
+        self._clean: set[str] = set()
 
     @property
     def active(self) -> bool:
@@ -71,6 +78,8 @@ class Redactor:
             verdict = self._match(name)
             if len(self._known) < _MAX_KNOWN_NAMES:
                 self._known[name] = verdict
+                if not verdict:
+                    self._clean.add(name)
         return verdict
 
     def _match(self, name: str) -> bool:
@@ -92,58 +101,88 @@ class Redactor:
         return False
 
     # -- structured values -------------------------------------------------------------------
-    def redact(self, value: Any, depth: int = 0) -> Any:
+    def redact(self, value: Any) -> Any:
         """``value`` with secret-named fields replaced; the same object when nothing matched.
 
         Walks dicts (any Mapping), lists, tuples, dataclasses and pydantic models; a container
-        that had something redacted comes back as a plain dict or list.
+        that had something redacted comes back as a plain dict or list.  A value nested too
+        deep (or a cycle) is first cut the way the JSON encoder cuts it, then redacted.
         """
-        if not self._rules:
-            return value
+        try:
+            return self._walk(value, 0)
+        except _TooDeep:
+            return self._walk(_encoding._sanitize(value, set(), 0), 0)
+
+    def _walk(self, value: Any, depth: int) -> Any:
+        # This runs on the request path (span inputs/outputs): plain dicts, lists and scalars
+        # take a fast path.
         kind = type(value)
-        if kind is str or kind is int or kind is float or kind is bool or value is None:
+        if kind in _LEAVES or not self._rules:
             return value
         if depth >= _MAX_DEPTH:
-            return "<max depth>"
+            raise _TooDeep
+        if kind is dict:
+            return self._redact_dict(value, depth)
+        if kind is list or kind is tuple:
+            return self._redact_list(value, depth)
         if isinstance(value, Mapping):
-            return self._redact_items(value, value.items(), depth)
-        if kind is list or kind is tuple or isinstance(value, (list, tuple)):
-            changed: list[Any] | None = None
-            for i, item in enumerate(value):
-                new = self.redact(item, depth + 1)
-                if new is not item:
-                    if changed is None:
-                        changed = list(value)
-                    changed[i] = new
-            return value if changed is None else changed
+            return self._redact_dict(value, depth)
+        if isinstance(value, (list, tuple)):
+            return self._redact_list(value, depth)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             names = [f.name for f in dataclasses.fields(value)]
             return self._redact_object(value, names, depth)
-        fields = getattr(type(value), "model_fields", None)  # pydantic v2 models
+        fields = getattr(kind, "model_fields", None)  # pydantic v2 models
         if isinstance(fields, Mapping) and callable(getattr(value, "model_dump", None)):
             return self._redact_object(value, list(fields), depth)
         return value
 
-    def _redact_items(self, value: Any, items: Iterable[tuple[Any, Any]], depth: int) -> Any:
+    def _redact_dict(self, value: Mapping[Any, Any], depth: int) -> Any:
+        # Every name seen before and not secret, every value a scalar: C-level checks only.
+        if value.keys() <= self._clean and _LEAVES.issuperset(map(type, value.values())):
+            return value
+        known = self._known
         out: dict[Any, Any] | None = None
-        for key, item in items:
-            if self.is_secret(key):
+        for key, item in value.items():
+            secret = known.get(key) if type(key) is str else False
+            if secret is None:
+                secret = self.is_secret(key)
+            if secret:
                 new: Any = REDACTED
+            elif type(item) in _LEAVES:
+                continue
             else:
-                new = self.redact(item, depth + 1)
-            if new is not item:
-                if out is None:
-                    out = dict(value.items()) if isinstance(value, Mapping) else {}
-                out[key] = new
+                new = self._walk(item, depth + 1)
+                if new is item:
+                    continue
+            if out is None:
+                out = dict(value)
+            out[key] = new
         return value if out is None else out
 
-    def _redact_object(self, value: Any, names: list[str], depth: int) -> Any:
-        pairs = [(n, getattr(value, n, None)) for n in names]
-        redacted = self._redact_items(None, pairs, depth)
-        if redacted is None:
+    def _redact_list(self, value: list[Any] | tuple[Any, ...], depth: int) -> Any:
+        if _LEAVES.issuperset(map(type, value)):
             return value
+        clean = self._clean
+        changed: list[Any] | None = None
+        for i, item in enumerate(value):
+            kind = type(item)
+            if kind in _LEAVES or (
+                kind is dict and item.keys() <= clean and _LEAVES.issuperset(map(type, item.values()))
+            ):
+                continue
+            new = self._walk(item, depth + 1)
+            if new is not item:
+                if changed is None:
+                    changed = list(value)
+                changed[i] = new
+        return value if changed is None else changed
+
+    def _redact_object(self, value: Any, names: list[str], depth: int) -> Any:
+        fields = {n: getattr(value, n, None) for n in names}
+        redacted = self._redact_dict(fields, depth)
         # Something inside was secret: the object becomes a dict of its (redacted) fields.
-        return {n: redacted.get(n, v) for n, v in pairs}
+        return value if redacted is fields else redacted
 
     def redact_mapping_values(self, mapping: Mapping[str, str]) -> dict[str, str]:
         """Metadata/tags: values under secret names replaced (values are already strings)."""
@@ -255,4 +294,6 @@ def policy() -> Redactor:
 
 def redact(value: Any) -> Any:
     """``value`` under the process's policy (the same object when nothing is secret)."""
+    if type(value) in _LEAVES:
+        return value
     return policy().redact(value)

@@ -217,3 +217,17 @@ def test_generated_names_in_spans_metadata_and_tags(key: str, depth: int) -> Non
     finally:
         tracewire.shutdown(timeout=5)
         tracewire.configure(enabled=False)
+
+
+def test_deep_and_cyclic_values(sink: MemorySink) -> None:
+    deep: Any = {"password": SECRET}
+    for _ in range(150):  # deeper than the walk's limit, within what orjson encodes natively
+        deep = {"d": [deep]}
+    loop: list[Any] = [{"api_key": SECRET}]
+    loop.append(loop)
+    with tracewire.start_span("root") as span:
+        span.set_inputs({"deep": deep, "loop": loop})
+    assert tracewire.flush(timeout=10)
+    [record] = sink.records
+    assert SECRET.encode() not in record.payload
+    assert b"<cycle>" in record.payload and b"<max depth>" in record.payload
