@@ -50,7 +50,7 @@ class _TooDeep(Exception):
 class Redactor:
     """Decides which names are secret and replaces their values with ``"[REDACTED]"``."""
 
-    __slots__ = ("_clean", "_known", "_rules", "fields")
+    __slots__ = ("_known", "_rules", "fields")
 
     def __init__(self, fields: Iterable[str] = DEFAULT_FIELDS) -> None:
         self.fields = tuple(fields)
@@ -64,7 +64,6 @@ class Redactor:
         self._rules = tuple(rules)
         # Field names repeat from request to request (an API has a schema): remember verdicts.
         self._known: dict[str, bool] = {}
-        self._clean: set[str] = set()
 
     @property
     def active(self) -> bool:
@@ -78,8 +77,6 @@ class Redactor:
             verdict = self._match(name)
             if len(self._known) < _MAX_KNOWN_NAMES:
                 self._known[name] = verdict
-                if not verdict:
-                    self._clean.add(name)
         return verdict
 
     def _match(self, name: str) -> bool:
@@ -114,21 +111,44 @@ class Redactor:
             return self._walk(_encoding._sanitize(value, set(), 0), 0)
 
     def _walk(self, value: Any, depth: int) -> Any:
-        # This runs on the request path (span inputs/outputs): plain dicts, lists and scalars
-        # take a fast path.
+        # On the request path (span inputs/outputs): one function with inline loops, since
+        # Python calls, not the checks, are what a small dict costs.
         kind = type(value)
         if kind in _LEAVES or not self._rules:
             return value
         if depth >= _MAX_DEPTH:
             raise _TooDeep
-        if kind is dict:
-            return self._redact_dict(value, depth)
-        if kind is list or kind is tuple:
-            return self._redact_list(value, depth)
-        if isinstance(value, Mapping):
-            return self._redact_dict(value, depth)
-        if isinstance(value, (list, tuple)):
-            return self._redact_list(value, depth)
+        if kind is dict or (kind is not list and kind is not tuple and isinstance(value, Mapping)):
+            known = self._known
+            out: dict[Any, Any] | None = None
+            for key, item in value.items():
+                if known.get(key) is False:
+                    if type(item) in _LEAVES:
+                        continue
+                    new: Any = self._walk(item, depth + 1)
+                    if new is item:
+                        continue
+                elif self.is_secret(key):
+                    new = REDACTED
+                else:
+                    new = self._walk(item, depth + 1)
+                    if new is item:
+                        continue
+                if out is None:
+                    out = dict(value)
+                out[key] = new
+            return value if out is None else out
+        if kind is list or kind is tuple or isinstance(value, (list, tuple)):
+            changed: list[Any] | None = None
+            for i, item in enumerate(value):
+                if type(item) in _LEAVES:
+                    continue
+                new = self._walk(item, depth + 1)
+                if new is not item:
+                    if changed is None:
+                        changed = list(value)
+                    changed[i] = new
+            return value if changed is None else changed
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             names = [f.name for f in dataclasses.fields(value)]
             return self._redact_object(value, names, depth)
@@ -137,50 +157,9 @@ class Redactor:
             return self._redact_object(value, list(fields), depth)
         return value
 
-    def _redact_dict(self, value: Mapping[Any, Any], depth: int) -> Any:
-        # Every name seen before and not secret, every value a scalar: C-level checks only.
-        if value.keys() <= self._clean and _LEAVES.issuperset(map(type, value.values())):
-            return value
-        known = self._known
-        out: dict[Any, Any] | None = None
-        for key, item in value.items():
-            secret = known.get(key) if type(key) is str else False
-            if secret is None:
-                secret = self.is_secret(key)
-            if secret:
-                new: Any = REDACTED
-            elif type(item) in _LEAVES:
-                continue
-            else:
-                new = self._walk(item, depth + 1)
-                if new is item:
-                    continue
-            if out is None:
-                out = dict(value)
-            out[key] = new
-        return value if out is None else out
-
-    def _redact_list(self, value: list[Any] | tuple[Any, ...], depth: int) -> Any:
-        if _LEAVES.issuperset(map(type, value)):
-            return value
-        clean = self._clean
-        changed: list[Any] | None = None
-        for i, item in enumerate(value):
-            kind = type(item)
-            if kind in _LEAVES or (
-                kind is dict and item.keys() <= clean and _LEAVES.issuperset(map(type, item.values()))
-            ):
-                continue
-            new = self._walk(item, depth + 1)
-            if new is not item:
-                if changed is None:
-                    changed = list(value)
-                changed[i] = new
-        return value if changed is None else changed
-
     def _redact_object(self, value: Any, names: list[str], depth: int) -> Any:
         fields = {n: getattr(value, n, None) for n in names}
-        redacted = self._redact_dict(fields, depth)
+        redacted = self._walk(fields, depth)
         # Something inside was secret: the object becomes a dict of its (redacted) fields.
         return value if redacted is fields else redacted
 
@@ -296,4 +275,10 @@ def redact(value: Any) -> Any:
     """``value`` under the process's policy (the same object when nothing is secret)."""
     if type(value) in _LEAVES:
         return value
-    return policy().redact(value)
+    current = _policy
+    if current is None or current.fields is not _runtime.STATE.settings.redact_fields:
+        current = policy()
+    try:
+        return current._walk(value, 0)
+    except _TooDeep:
+        return current.redact(value)
