@@ -96,6 +96,14 @@ def _nonempty_str(value: Any) -> str:
     return text
 
 
+# Names whose values are never captured (see tracewire.redaction for the word rule).
+DEFAULT_REDACT_FIELDS: tuple[str, ...] = (
+    "password", "passwd", "passphrase", "secret", "api_key", "apikey", "*token", "authorization",
+    "private_key", "client_secret", "credential", "credentials", "cookie", "set_cookie",
+    "proxy_authorization",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     name: str
@@ -150,9 +158,9 @@ SETTINGS: tuple[Setting, ...] = (
             "header copied to metadata mlflow.trace.user"),
     Setting("trace_id_header", "TRACING_TRACE_ID_HEADER", "x-trace-id", _header_name,
             "response header carrying the trace id"),
-    Setting("redact_fields", "TRACING_REDACT_FIELDS",
-            ("password", "api_key", "apikey", "token", "secret", "authorization"), _str_list,
-            "body field names containing one of these words (case-insensitive) replaced by [REDACTED]"),
+    Setting("redact_fields", "TRACING_REDACT_FIELDS", DEFAULT_REDACT_FIELDS, _str_list,
+            "values named with one of these words (case-insensitive; *word: only as the last word) "
+            "replaced by [REDACTED] in bodies, query strings, span inputs/outputs, metadata, tags"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tracewire import _encoding
+from tracewire import redaction as _redaction
 
 _orjson_dumps = orjson.dumps
 
@@ -251,9 +252,13 @@ class Span:
         return text
 
     def set_inputs(self, inputs: Any) -> None:
+        """Record the inputs; values named like secrets are redacted (``tracewire.redaction``)."""
+        inputs = _redaction.redact(inputs)
         self._attributes[SpanAttributeKey.INPUTS] = self._encode(SpanAttributeKey.INPUTS, inputs)
 
     def set_outputs(self, outputs: Any) -> None:
+        """Record the outputs; values named like secrets are redacted."""
+        outputs = _redaction.redact(outputs)
         self._attributes[SpanAttributeKey.OUTPUTS] = self._encode(SpanAttributeKey.OUTPUTS, outputs)
 
     def set_attribute(self, key: str, value: Any) -> None:
@@ -319,6 +324,7 @@ class Span:
     def _end_with_outputs(self, outputs: Any) -> None:
         """The decorator's success path: set outputs and end, in one call."""
         if self.end_time_ns is None:
+            outputs = _redaction.redact(outputs)
             self._attributes[SpanAttributeKey.OUTPUTS] = self._encode(SpanAttributeKey.OUTPUTS, outputs)
             self.end_time_ns = _time_ns()
             if self.status_code == "UNSET":
