@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 
-from tracewire.encoding import PREVIEW_CHARS, truncation_marker
+from tracewire.encoding import PREVIEW_CHARS, dumps, truncation_marker
+from tracewire.redaction import REDACTED, Redactor
 
-REDACTED = "[REDACTED]"
-_MAX_DEPTH = 64
-_MAX_KNOWN_NAMES = 4096
+__all__ = ["REDACTED", "BodyCapture", "Redactor", "decode", "form_dict", "media_type", "preview"]
+
+# A preview is built from at most this many bytes of the kept body: redacting shortens it, so
+# more than PREVIEW_CHARS are read, but never the whole (possibly 256 KB) capture.
+_PREVIEW_INPUT_BYTES = PREVIEW_CHARS * 8
+_BOUNDARY = re.compile(r'boundary\s*=\s*(?:"([^"]+)"|([^;\s]+))', re.I)
+_DISPOSITION_PARAM = re.compile(
+    r'(?:^|;)\s*(name|filename)(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"?|([^;]*))', re.I
+)
 
 
 class BodyCapture:
@@ -52,8 +59,7 @@ class BodyCapture:
             return None
         data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         if self.truncated:
-            preview = data[: PREVIEW_CHARS * 4].decode("utf-8", "replace")[:PREVIEW_CHARS]
-            return truncation_marker(self.size, redactor.redact_text(preview))
+            return truncation_marker(self.size, preview(data, content_type, redactor))
         return decode(data, content_type, redactor)
 
 
@@ -61,29 +67,120 @@ def media_type(content_type: str) -> str:
     return content_type.partition(";")[0].strip().lower()
 
 
+def _is_json(kind: str) -> bool:
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def _looks_like_json(text: str) -> bool:
+    return text.lstrip(" \t\r\n")[:1] in ("{", "[")
+
+
 def decode(data: bytes, content_type: str, redactor: Redactor) -> Any:
-    """JSON parsed for JSON bodies, form bodies as a dict, text if UTF-8, else a size marker."""
+    """The body as a value, redacted: JSON parsed, forms as dicts, text if UTF-8, else a marker.
+
+    Whatever the declared type, a body that looks like JSON is redacted as JSON (browsers send
+    JSON as ``text/plain`` to avoid a CORS preflight); JSON orjson rejects (a trailing comma,
+    nesting past its limit) is redacted as text by a tolerant scanner, never stored verbatim.
+    """
     kind = media_type(content_type)
-    if kind == "application/json" or kind.endswith("+json"):
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            return _as_json(data, value, redactor)
+    if kind == "multipart/form-data":
+        return multipart(data, content_type, redactor)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return {"tracewire.binary": True, "content_type": kind or None, "size": len(data)}
     if kind == "application/x-www-form-urlencoded":
         return redactor.redact(form_dict(text))
-    if kind not in ("text/event-stream", "text/plain", "text/html") and text[:1] in ("{", "["):
-        # JSON sent without (or with a generic) content type still gets its secrets redacted.
+    if _is_json(kind) or _looks_like_json(text):
         try:
-            return _as_json(data, orjson.loads(data), redactor)
+            value = orjson.loads(data)
         except orjson.JSONDecodeError:
-            pass
+            return redactor.redact_json_text(text)
+        return _as_json(data, value, redactor)
     return text
+
+
+def preview(data: bytes, content_type: str, redactor: Redactor) -> str:
+    """The preview of a body that was over the cap: redacted first, then cut."""
+    head = data[:_PREVIEW_INPUT_BYTES]
+    kind = media_type(content_type)
+    if kind == "multipart/form-data":
+        text = dumps(multipart(head, content_type, redactor))
+    else:
+        text = head.decode("utf-8", "replace")
+        if kind == "application/x-www-form-urlencoded":
+            text = redactor.redact_form_text(text)
+        elif _is_json(kind) or _looks_like_json(text):
+            text = redactor.redact_json_text(text, PREVIEW_CHARS)
+    return text[:PREVIEW_CHARS]
+
+
+def multipart(data: bytes, content_type: str, redactor: Redactor) -> Any:
+    """``multipart/form-data`` fields by name, redacted; files by name, type and size only.
+
+    Tolerant of a body cut short (a capped body's preview); a body it cannot split into parts
+    becomes a marker with its size, never the raw text.
+    """
+    match = _BOUNDARY.search(content_type)
+    boundary = (match.group(1) or match.group(2)).encode("latin-1", "replace") if match else b""
+    if not boundary:  # no (usable) boundary parameter: the body's first line names it
+        first = data.lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r")
+        boundary = first[2:] if first.startswith(b"--") else b""
+    parts = data.split(b"--" + boundary) if boundary else []
+    if len(parts) < 2:
+        return {"tracewire.unparsed": True, "content_type": "multipart/form-data", "size": len(data)}
+    fields: dict[str, Any] = {}
+    for raw in parts[1:]:
+        if raw.startswith(b"--"):
+            break  # the closing delimiter
+        raw = raw[2:] if raw.startswith(b"\r\n") else raw[1:] if raw.startswith(b"\n") else raw
+        head, sep, body = raw.partition(b"\r\n\r\n")
+        if not sep:
+            head, sep, body = raw.partition(b"\n\n")
+            if not sep:
+                continue  # cut inside the part's headers: nothing of its value was kept
+        if body.endswith(b"\r\n"):
+            body = body[:-2]
+        elif body.endswith(b"\n"):
+            body = body[:-1]
+        names, filename, part_type = _part_headers(head.decode("utf-8", "replace"))
+        name = names[0] if names else ""
+        value: Any
+        if any(redactor.is_secret(n) for n in names):
+            value = REDACTED
+        elif filename is not None:
+            value = {"filename": filename, "content_type": part_type or None, "size": len(body)}
+        else:
+            value = decode(body, part_type, redactor)
+        if name in fields:
+            previous = fields[name]
+            fields[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            fields[name] = value
+    return fields
+
+
+def _part_headers(head: str) -> tuple[list[str], str | None, str]:
+    """(field names, file name, content type) from one part's headers."""
+    names: list[str] = []
+    filename: str | None = None
+    part_type = ""
+    for line in head.splitlines():
+        header, _, rest = line.partition(":")
+        header = header.strip().lower()
+        if header == "content-type":
+            part_type = rest.strip()
+        elif header == "content-disposition":
+            for param in _DISPOSITION_PARAM.finditer(rest):
+                key, star, quoted, bare = param.groups()
+                text = quoted.replace('\\"', '"') if quoted is not None else (bare or "").strip()
+                if star:  # RFC 2231/5987: charset'lang'percent-encoded
+                    text = unquote(text.split("'", 2)[-1])
+                if key.lower() == "name":
+                    names.append(text)
+                else:
+                    filename = text
+    return names, filename, part_type
 
 
 def _as_json(data: bytes, value: Any, redactor: Redactor) -> Any:
@@ -102,73 +199,3 @@ def form_dict(text: str) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-class Redactor:
-    """Replaces values of fields whose name contains a secret-like word (case-insensitive)."""
-
-    __slots__ = ("_form_re", "_json_re", "_known", "_name_re")
-
-    def __init__(self, fields: tuple[str, ...]) -> None:
-        # "api_key" also matches "apikey", "api-key" and "API Key".
-        words = "|".join(re.escape(f.lower()).replace("_", "[-_ ]?") for f in fields if f)
-        # A secret word matches case-insensitively but must not run on into lower-case letters:
-        # "access_token", "accessToken", "X-API-Key" are secrets; "max_tokens", "tokenizer",
-        # "secretary" are not.
-        names = f"(?i:{words})(?![a-z])" if words else ""
-        self._name_re: re.Pattern[str] | None = None
-        self._json_re: re.Pattern[str] | None = None
-        self._form_re: re.Pattern[str] | None = None
-        # Field names repeat from request to request (an API has a schema): remember the verdicts.
-        self._known: dict[str, bool] = {}
-        if names:
-            self._name_re = re.compile(names)
-            # Previews of truncated bodies are cut mid-structure, so they are redacted textually.
-            self._json_re = re.compile(
-                r'("[^"]*(?:%s)[^"]*"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]\s]*)' % names
-            )
-            self._form_re = re.compile(r"((?:^|&)[^=&]*(?:%s)[^=&]*=)[^&]*" % names)
-
-    def is_secret(self, name: str) -> bool:
-        verdict = self._known.get(name)
-        if verdict is None:
-            verdict = self._name_re is not None and self._name_re.search(name) is not None
-            if len(self._known) < _MAX_KNOWN_NAMES:
-                self._known[name] = verdict
-        return verdict
-
-    def redact(self, value: Any, depth: int = 0) -> Any:
-        """``value`` with secret-named fields replaced; the same object when nothing matched."""
-        if self._name_re is None:
-            return value
-        if depth >= _MAX_DEPTH:
-            return "<max depth>" if isinstance(value, (dict, list)) else value
-        if isinstance(value, dict):
-            known = self._known
-            out: dict[Any, Any] | None = None
-            for key, item in value.items():
-                secret = known.get(key) if isinstance(key, str) else False
-                if secret is None:
-                    secret = self.is_secret(key)
-                if secret:
-                    new: Any = REDACTED
-                elif isinstance(item, (dict, list)):
-                    new = self.redact(item, depth + 1)
-                else:
-                    continue
-                if new is not item:
-                    if out is None:
-                        out = dict(value)
-                    out[key] = new
-            return value if out is None else out
-        if isinstance(value, list):
-            changed = [self.redact(item, depth + 1) if isinstance(item, (dict, list)) else item
-                       for item in value]
-            return value if all(a is b for a, b in zip(changed, value, strict=True)) else changed
-        return value
-
-    def redact_text(self, text: str) -> str:
-        if self._json_re is None or self._form_re is None:
-            return text
-        text = self._json_re.sub(lambda m: m.group(1) + '"' + REDACTED + '"', text)
-        return self._form_re.sub(lambda m: m.group(1) + REDACTED, text)

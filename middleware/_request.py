@@ -32,7 +32,7 @@ NEVER_CAPTURED = frozenset({"authorization", "cookie", "set-cookie", "proxy-auth
 # Settings only the middleware reads; any other keyword argument re-configures the process.
 _MIDDLEWARE_ONLY = frozenset({
     "capture_bodies", "exclude_paths", "root_span_type", "request_id_header", "session_id_header",
-    "user_id_header", "trace_id_header", "redact_fields",
+    "user_id_header", "trace_id_header",
 })
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")

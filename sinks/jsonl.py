@@ -3,11 +3,16 @@
 Several processes (gunicorn workers) may append to the same file: each batch is written with a
 single ``write`` on an ``O_APPEND`` descriptor under an exclusive ``flock``, so lines from
 different processes never interleave.
+
+A batch is written whole or not at all: the file's size is taken under the lock before writing,
+and when a write fails part-way (a full disk, a file size limit) the file is truncated back to it
+before the error is raised, so the pipeline's retry writes each trace exactly once.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -17,6 +22,8 @@ from sinks.base import Sink
 if TYPE_CHECKING:
     from tracewire.config import Settings
     from tracewire.export.record import TraceRecord
+
+logger = logging.getLogger(__name__)
 
 
 class JsonlSink(Sink):
@@ -48,10 +55,21 @@ class JsonlSink(Sink):
         fd = self._open()
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    if written == 0:
+                        raise OSError(f"short write to {self.path}")
+                    view = view[written:]
+            except BaseException:
+                # Never leave half a batch (a cut line glued to the next one) behind.
+                try:
+                    os.ftruncate(fd, start)
+                except OSError as exc:
+                    logger.error("could not truncate %s back to %d bytes: %s", self.path, start, exc)
+                raise
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 

@@ -55,7 +55,8 @@ def shutdown(timeout: float | None = None) -> None:
 
 def stats() -> dict[str, Any]:
     """Pipeline counters: accepted, sampled_out, dropped_full, truncated, exported and
-    export_errors per sink, queue_traces, queue_bytes, and a per-sink breakdown."""
+    export_errors per sink, queue_traces, queue_bytes, and a per-sink breakdown; and the
+    ``TracingClient`` registry's client_traces_open and client_traces_evicted."""
     return _runtime.stats()
 
 

@@ -96,6 +96,14 @@ def _nonempty_str(value: Any) -> str:
     return text
 
 
+# Names whose values are never captured (see tracewire.redaction for the word rule).
+DEFAULT_REDACT_FIELDS: tuple[str, ...] = (
+    "password", "passwd", "passphrase", "secret", "api_key", "apikey", "*token", "authorization",
+    "private_key", "client_secret", "credential", "credentials", "cookie", "set_cookie",
+    "proxy_authorization",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     name: str
@@ -136,6 +144,10 @@ SETTINGS: tuple[Setting, ...] = (
             "deadline in seconds for one sink call"),
     Setting("shutdown_timeout", "TRACING_SHUTDOWN_TIMEOUT", 5.0, _number(float, 0.0),
             "deadline in seconds for the flush at shutdown"),
+    Setting("client_max_traces", "TRACING_CLIENT_MAX_TRACES", 10000, _number(int, 1),
+            "TracingClient traces held open at once; the oldest is dropped (and counted) beyond it"),
+    Setting("client_trace_ttl", "TRACING_CLIENT_TRACE_TTL", 3600.0, _number(float, 0.001),
+            "seconds a TracingClient trace may stay open before it is dropped (and counted)"),
     Setting("root_span_type", "TRACING_ROOT_SPAN_TYPE", "CHAIN", _nonempty_str,
             "span type of the request root span"),
     Setting("request_id_header", "TRACING_REQUEST_ID_HEADER", "x-request-id", _header_name,
@@ -146,9 +158,9 @@ SETTINGS: tuple[Setting, ...] = (
             "header copied to metadata mlflow.trace.user"),
     Setting("trace_id_header", "TRACING_TRACE_ID_HEADER", "x-trace-id", _header_name,
             "response header carrying the trace id"),
-    Setting("redact_fields", "TRACING_REDACT_FIELDS",
-            ("password", "api_key", "apikey", "token", "secret", "authorization"), _str_list,
-            "body field names containing one of these words (case-insensitive) replaced by [REDACTED]"),
+    Setting("redact_fields", "TRACING_REDACT_FIELDS", DEFAULT_REDACT_FIELDS, _str_list,
+            "values named with one of these words (case-insensitive; *word: only as the last word) "
+            "replaced by [REDACTED] in bodies, query strings, span inputs/outputs, metadata, tags"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -171,6 +183,8 @@ class Settings:
     batch_interval: float
     export_timeout: float
     shutdown_timeout: float
+    client_max_traces: int
+    client_trace_ttl: float
     root_span_type: str
     request_id_header: str
     session_id_header: str

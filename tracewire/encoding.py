@@ -59,9 +59,29 @@ def _default(obj: Any) -> Any:
     return repr(obj)
 
 
+def clean_str(text: str) -> str:
+    """``text`` itself when it is valid Unicode; else with its lone surrogates escaped.
+
+    ``os.fsdecode`` and ``surrogateescape`` decoding smuggle undecodable bytes into ``str`` as
+    lone surrogates, which UTF-8 (and so JSON) cannot carry: those bytes become ``\\xe9``
+    escapes (other lone surrogates ``\\udXXX``), so the value is kept and stays readable.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that are not escaped bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _sanitize(value: Any, seen: set[int], depth: int) -> Any:
     """Plain-Python copy of ``value`` with cycles cut and exotic leaves made JSON-safe."""
-    if value is None or isinstance(value, (str, bool, float)):
+    if isinstance(value, str):
+        return clean_str(value)
+    if value is None or isinstance(value, (bool, float)):
         return value
     if isinstance(value, int):
         return value if -(2**63) <= value < 2**64 else str(value)
@@ -75,7 +95,7 @@ def _sanitize(value: Any, seen: set[int], depth: int) -> Any:
     seen.add(key)
     try:
         if isinstance(value, Mapping):
-            return {str(k): _sanitize(v, seen, depth + 1) for k, v in value.items()}
+            return {clean_str(str(k)): _sanitize(v, seen, depth + 1) for k, v in value.items()}
         if isinstance(value, (set, frozenset)):
             value = _default(value)
         if isinstance(value, (list, tuple)):
@@ -89,8 +109,10 @@ def _sanitize(value: Any, seen: set[int], depth: int) -> Any:
         except TypeError:
             pass
         converted = _default(value)
-        if converted is value or isinstance(converted, str):
+        if converted is value:
             return converted
+        if isinstance(converted, str):
+            return clean_str(converted)
         return _sanitize(converted, seen, depth + 1)
     finally:
         seen.discard(key)
@@ -113,7 +135,7 @@ def dumps(value: Any) -> str:
         return orjson.dumps(_sanitize(value, set(), 0), default=_safe_repr, option=_OPTIONS).decode()
     except Exception:
         logger.debug("value of type %s is not JSON-encodable; using repr", type(value).__name__)
-        return orjson.dumps(_safe_repr(value)).decode()
+        return orjson.dumps(clean_str(_safe_repr(value))).decode()
 
 
 def truncation_marker(original_size: int, preview: str) -> dict[str, Any]:
@@ -131,7 +153,7 @@ def dumps_capped(value: Any, max_bytes: int) -> tuple[str, bool]:
         if isinstance(value, str):
             # isascii() is O(1) on CPython's compact strings: no 10 MB encode to learn the size.
             size = len(value) if value.isascii() else len(value.encode("utf-8", "replace"))
-            preview = value[:PREVIEW_CHARS]
+            preview = clean_str(value[:PREVIEW_CHARS])
         else:
             size, preview = len(value), bytes(value[:PREVIEW_CHARS]).decode("utf-8", "replace")
         return orjson.dumps(truncation_marker(size, preview)).decode(), True

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tracewire import encoding as _encoding
+from tracewire import redaction as _redaction
 from tracewire.keys import TRACE_ID_PREFIX, SpanAttributeKey, SpanType, TraceMetadataKey
 
 _orjson_dumps = orjson.dumps
@@ -212,9 +213,13 @@ class Span:
         return text
 
     def set_inputs(self, inputs: Any) -> None:
+        """Record the inputs; values named like secrets are redacted (``tracewire.redaction``)."""
+        inputs = _redaction.redact(inputs)
         self._attributes[SpanAttributeKey.INPUTS] = self._encode(SpanAttributeKey.INPUTS, inputs)
 
     def set_outputs(self, outputs: Any) -> None:
+        """Record the outputs; values named like secrets are redacted."""
+        outputs = _redaction.redact(outputs)
         self._attributes[SpanAttributeKey.OUTPUTS] = self._encode(SpanAttributeKey.OUTPUTS, outputs)
 
     def set_attribute(self, key: str, value: Any) -> None:
@@ -228,10 +233,14 @@ class Span:
             kind is bool or kind is float or (kind is str and len(value) * 6 < live.max_value_bytes)
             or (kind is int and -(2**63) <= value < 2**64)
         ):
-            raw = _orjson_dumps(value)
-            live.approx_bytes += len(raw)
-            self._attributes[key] = raw.decode()
-            return
+            try:
+                raw = _orjson_dumps(value)
+            except TypeError:  # a str with lone surrogates: _encode escapes them
+                raw = None
+            if raw is not None:
+                live.approx_bytes += len(raw)
+                self._attributes[key] = raw.decode()
+                return
         self._attributes[key] = self._encode(key, value)
         if key == SpanAttributeKey.CHAT_USAGE and live is not None:
             live.record_usage(self.span_id, value)
@@ -276,6 +285,7 @@ class Span:
     def _end_with_outputs(self, outputs: Any) -> None:
         """The decorator's success path: set outputs and end, in one call."""
         if self.end_time_ns is None:
+            outputs = _redaction.redact(outputs)
             self._attributes[SpanAttributeKey.OUTPUTS] = self._encode(SpanAttributeKey.OUTPUTS, outputs)
             self.end_time_ns = _time_ns()
             if self.status_code == "UNSET":

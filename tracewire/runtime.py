@@ -118,9 +118,11 @@ def shutdown(timeout: float | None = None) -> None:
 
 
 def stats() -> dict[str, Any]:
+    from tracewire.recording.client import registry_stats
+
     pipe = pipeline(create=False)
     if pipe is None:
         from tracewire.export.pipeline import empty_stats
 
-        return empty_stats()
-    return pipe.stats()
+        return {**empty_stats(), **registry_stats()}
+    return {**pipe.stats(), **registry_stats()}

@@ -117,3 +117,19 @@ def test_tail_prints_one_line_per_trace(broker: Broker) -> None:
     assert all("session=s-tail" in line and "POST /chat" in line for line in lines)
     bad = cli("tail", "kafka://nohost")
     assert bad.returncode == 2 and "expected kafka://" in bad.stderr
+
+
+def test_show_prints_every_trace_sharing_the_id(tmp_path: Path) -> None:
+    from tests.tracewire.test_search import write_shared_trace_id_table
+
+    path = tmp_path / "shared"
+    trace_id = write_shared_trace_id_table(path)
+    result = cli("show", str(path), trace_id)
+    assert result.returncode == 0, result.stderr
+    assert [line.count(trace_id) for line in result.stdout.splitlines() if trace_id in line] == [1, 1, 1]
+    requests = [word for word in result.stdout.split() if word.startswith("req=")]
+    assert requests == ["req=shared-0", "req=shared-1", "req=shared-2"]
+    assert "3 traces share the id" in result.stderr
+    as_json = cli("show", str(path), trace_id, "--json")
+    rows = [orjson.loads(line) for line in as_json.stdout.splitlines()]
+    assert [r["info"]["client_request_id"] for r in rows] == ["shared-0", "shared-1", "shared-2"]

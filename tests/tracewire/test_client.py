@@ -1,6 +1,14 @@
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 import threading
+import time
+from collections.abc import Iterator
+
+import pytest
 
 import tracewire
 from sinks import MemorySink
@@ -58,3 +66,91 @@ def test_client_with_unknown_ids_is_harmless(sink: MemorySink) -> None:
     client.end_trace("tr-nope")
     assert tracewire.flush()
     assert sink.traces == []
+
+
+@pytest.fixture
+def bounded(request: pytest.FixtureRequest) -> Iterator[MemorySink]:
+    memory = MemorySink()
+    tracewire.configure(enabled=True, sinks=[memory], batch_interval=0.01, **request.param)
+    try:
+        yield memory
+    finally:
+        tracewire.shutdown()
+        tracewire.configure(enabled=False)
+
+
+@pytest.mark.parametrize("bounded", [{"client_max_traces": 3}], indirect=True)
+def test_registry_drops_the_oldest_unended_traces_beyond_the_count(
+    bounded: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = tracewire.TracingClient()
+    before = tracewire.stats()["client_traces_evicted"]
+    roots = [client.start_trace(f"t{i}") for i in range(5)]
+    stats = tracewire.stats()
+    assert stats["client_traces_open"] == 3
+    assert stats["client_traces_evicted"] == before + 2
+    assert "dropped" in caplog.text and "TRACING_CLIENT_MAX_TRACES=3" in caplog.text
+    # The dropped ones are gone: children are no-ops and ending them exports nothing.
+    orphan = client.start_span("child", roots[0].trace_id, roots[0].span_id)
+    assert orphan.trace_id == ""
+    client.end_trace(roots[0].trace_id)
+    client.end_span(roots[1].trace_id, roots[1].span_id)
+    for root in roots[2:]:
+        client.end_trace(root.trace_id, outputs="ok")
+    assert tracewire.flush()
+    assert sorted(t.data.spans[0].name for t in bounded.traces) == ["t2", "t3", "t4"]
+    assert tracewire.stats()["client_traces_open"] == 0
+
+
+@pytest.mark.parametrize("bounded", [{"client_trace_ttl": 0.05}], indirect=True)
+def test_registry_drops_traces_older_than_the_age(bounded: MemorySink) -> None:
+    client = tracewire.TracingClient()
+    before = tracewire.stats()["client_traces_evicted"]
+    old = client.start_trace("old")
+    time.sleep(0.1)  # let the trace age past client_trace_ttl (not waiting for an export)
+    young = client.start_trace("young")
+    assert tracewire.stats()["client_traces_evicted"] == before + 1
+    assert client.start_span("late", old.trace_id, old.span_id).trace_id == ""
+    client.end_trace(young.trace_id)
+    client.end_trace(old.trace_id)
+    assert tracewire.flush()
+    assert [t.data.spans[0].name for t in bounded.traces] == ["young"]
+
+
+def test_registry_settings_fail_loudly_when_bad() -> None:
+    with pytest.raises(ValueError, match="client_max_traces"):
+        tracewire.configure(client_max_traces=0)
+    with pytest.raises(ValueError, match="client_trace_ttl"):
+        tracewire.configure(client_trace_ttl="soon")
+
+
+def test_100k_unended_traces_keep_memory_bounded() -> None:
+    """100,000 traces never ended: the registry stays at its default bound (10,000), memory flat."""
+    script = textwrap.dedent("""
+        import json, resource, tracemalloc, tracewire
+        from sinks import MemorySink
+
+        def rss_mb():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+        tracewire.configure(enabled=True, sinks=[MemorySink()])
+        client = tracewire.TracingClient()
+        tracemalloc.start()
+        out = {}
+        for i in range(100_000):
+            root = client.start_trace("never-ended", inputs={"i": i, "pad": "x" * 200})
+            client.start_span("child", root.trace_id, root.span_id, inputs={"i": i})
+            if i + 1 in (40_000, 100_000):  # RSS settles by 40,000
+                out[i + 1] = {"traced_mb": tracemalloc.get_traced_memory()[0] / 2**20, "rss_mb": rss_mb(),
+                              **tracewire.stats()}
+        print(json.dumps(out))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    at = {int(k): v for k, v in json.loads(done.stdout).items()}
+    assert at[40_000]["client_traces_open"] == at[100_000]["client_traces_open"] == 10_000
+    assert at[100_000]["client_traces_evicted"] == 90_000
+    assert at[100_000]["traced_mb"] - at[40_000]["traced_mb"] < 5, at
+    assert at[100_000]["rss_mb"] - at[40_000]["rss_mb"] < 10  # unbounded: +120 MB, at
+    assert "dropped" in done.stderr and done.stderr.count("dropped") < 5  # logged, rate-limited

@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import tracemalloc
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import anyio
@@ -485,3 +487,83 @@ def test_head_sampling_zero_records_nothing() -> None:
     finally:
         tracewire.shutdown()
         tracewire.configure(enabled=False)
+
+
+# -- streams larger than a trace may hold -----------------------------------------------------------
+
+STREAM_CHUNK = 64 * 1024
+
+
+@tracewire.trace(name="big_stream")
+def big_stream(total: int) -> Iterator[str]:
+    block = "x" * STREAM_CHUNK
+    for i in range(total // STREAM_CHUNK):
+        yield block[:-8] + f"{i:08d}"  # a new string each time, as a real stream produces
+
+
+@tracewire.trace(name="big_astream")
+async def big_astream(total: int) -> AsyncIterator[bytes]:
+    block = b"y" * STREAM_CHUNK
+    for i in range(total // STREAM_CHUNK):
+        yield block[:-8] + b"%08d" % i
+
+
+def _peak_while(consume: Callable[[], int]) -> tuple[int, int]:
+    tracemalloc.start()
+    try:
+        seen = consume()
+        return seen, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("kind", ["generator", "async-generator"])
+def test_streamed_chunks_are_capped_while_streaming(sink: MemorySink, kind: str) -> None:
+    total = 200 * 1024 * 1024
+
+    def consume() -> int:
+        with tracewire.start_span("request"):
+            if kind == "generator":
+                return sum(len(chunk) for chunk in big_stream(total))
+
+            async def drain() -> int:
+                return sum([len(chunk) async for chunk in big_astream(total)])
+
+            return asyncio.run(drain())
+
+    seen, peak = _peak_while(consume)
+    assert seen == total
+    assert peak < 8 * 1024 * 1024, f"{peak / 2**20:.1f} MiB held while streaming {total / 2**20:.0f} MiB"
+    trace = only_trace(sink)
+    span = next(s for s in trace.data.spans if s.name in ("big_stream", "big_astream"))
+    outputs = span.outputs
+    assert outputs["tracewire.truncated"] is True
+    assert outputs["original_size"] >= total
+    assert outputs["preview"].startswith('["xxx' if kind == "generator" else '["yyy')
+    assert "TRACE_TRUNCATED" in sink.records[0].logging_error_codes
+    assert len(sink.records[0].payload) < 1024 * 1024
+
+
+def test_capped_stream_keeps_what_fits_and_redacts_chunks(sink: MemorySink) -> None:
+    tracewire.configure(enabled=True, sinks=[sink], batch_interval=0.01, max_value_bytes=4096)
+
+    @tracewire.trace(output_reducer=lambda chunks: [c["text"] for c in chunks])
+    def events(n: int) -> Iterator[dict[str, str]]:
+        for i in range(n):
+            yield {"text": f"part-{i}", "api_key": "zq9-SECRET"}
+
+    @tracewire.trace
+    def small(n: int) -> Iterator[dict[str, str]]:
+        yield from ({"text": f"s{i}", "session_token": "zq9-SECRET"} for i in range(n))
+
+    with tracewire.start_span("request"):
+        assert len(list(events(1000))) == 1000
+        assert list(small(2))[1]["session_token"] == "zq9-SECRET"  # the caller's values untouched
+    trace = only_trace(sink)
+    spans = {s.name: s for s in trace.data.spans}
+    marker = spans["test_capped_stream_keeps_what_fits_and_redacts_chunks.<locals>.events"].outputs
+    assert marker["tracewire.truncated"] is True
+    assert marker["preview"].startswith('["part-0","part-1"')
+    assert spans["test_capped_stream_keeps_what_fits_and_redacts_chunks.<locals>.small"].outputs == [
+        {"text": "s0", "session_token": "[REDACTED]"}, {"text": "s1", "session_token": "[REDACTED]"}]
+    assert b"zq9-SECRET" not in sink.records[0].payload

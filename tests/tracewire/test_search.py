@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tracewire
-from tracewire.read.search import SearchFilterError, build_filter
+from tracewire.read.search import MAX_CLAUSES, MAX_IN_VALUES, SearchFilterError, build_filter
 
 pytest.importorskip("deltalake")
 
@@ -35,7 +37,7 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     metadata={"tenant": "acme" if i < 4 else "globex", "mlflow.modelId": f"m-{i}"},
                     tags={"env": "prod" if i % 2 else "dev"},
                 )
-                time.sleep(0.002 * i)  # distinct durations and request times
+                time.sleep(0.02 * i)  # distinct durations and request times, even on a loaded machine
         assert tracewire.flush(30)
     finally:
         tracewire.shutdown()
@@ -139,3 +141,117 @@ def test_relative_table_path_with_time_filter(table: str, monkeypatch: pytest.Mo
     monkeypatch.chdir(Path(table).parent)
     found = tracewire.search_traces(Path(table).name, f"timestamp_ms > {NOW_MS - 3_600_000}")
     assert len(found) == 8
+
+
+@pytest.mark.parametrize(
+    ("filter_string", "message", "position"),
+    [
+        ("timestamp_ms > 99999999999999999999", "timestamp_ms out of range", 15),
+        ("timestamp_ms < -99999999999999999999", "timestamp_ms out of range", 15),
+        ("timestamp_ms >= -9999999999999999", "timestamp_ms out of range", 16),
+        ("status_code = 99999999999999999999", "status_code takes a number from", 14),
+        ("status = 'OK' AND status_code IN (200, 2147483648)", "status_code takes a number", 39),
+        ("execution_time_ms > 99999999999999999999", "execution_time_ms takes a number", 20),
+        ("status_code = " + "9" * 400 + ".5", "number out of range", 14),
+        ("trace_id = 'caf\udce9'", "not valid Unicode", 11),
+        ("metadata.`caf\udce9` = 'x'", "not valid Unicode", 0),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_out_of_range_values_point_at_the_token(table: str, filter_string: str, message: str,
+                                                position: int) -> None:
+    with pytest.raises(SearchFilterError, match=message) as caught:
+        tracewire.search_traces(table, filter_string)
+    assert caught.value.position == position
+    assert "^" in str(caught.value)
+
+
+def test_number_of_clauses_is_bounded(table: str) -> None:
+    clauses = [f"client_request_id != 'nope-{i}'" for i in range(10_000)]
+    with pytest.raises(SearchFilterError, match=f"too many clauses: a filter holds at most {MAX_CLAUSES}"):
+        tracewire.search_traces(table, " AND ".join(clauses))
+    started = time.monotonic()
+    found = tracewire.search_traces(table, " AND ".join(clauses[:MAX_CLAUSES]))
+    assert len(found) == 8
+    assert time.monotonic() - started < 10
+    with pytest.raises(SearchFilterError, match="too many values"):
+        build_filter("trace_id IN (" + ", ".join(f"'t{i}'" for i in range(MAX_IN_VALUES + 1)) + ")")
+
+
+_WORDS = ["status", "state", "timestamp_ms", "status_code", "execution_time_ms", "trace_id", "name",
+          "session_id", "user_id", "client_request_id", "metadata.tenant", "metadata.`a.b`", "tags.env",
+          "AND", "OR", "IN", "NOT", "IS", "NULL", "LIKE", "ILIKE", "=", "!=", "<>", ">", ">=", "<", "<=",
+          "(", ")", ",", "'OK'", "'x''y'", "'%'", "'", "`", "-", ".", "0", "-1", "1.5", "200",
+          "99999999999999999999", "-99999999999999999999", "1e400", "9" * 330 + ".0", "'caf\udce9'",
+          "metadata.`caf\udce9`"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(
+    st.lists(st.sampled_from(_WORDS), max_size=12).map(" ".join),
+    st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=6)), max_size=10).map(" ".join),
+    st.text(max_size=60),
+))
+def test_hostile_filters_only_raise_the_filter_error(table: str, filter_string: str) -> None:
+    try:
+        found = tracewire.search_traces(table, filter_string)
+    except SearchFilterError as exc:
+        assert 0 <= exc.position <= len(filter_string)
+        assert "^" in str(exc)
+    else:
+        assert len(found) <= 8
+
+
+SHARED_TRACE_HEX = "0af7651916cd43dd8448eb211c80319c"
+
+
+def write_shared_trace_id_table(path: Path) -> str:
+    """Three requests carrying one traceparent (one trace id) and one other, through the real
+    WSGI middleware into a real Delta table; returns the shared trace id."""
+    from flask import Flask
+    from werkzeug.test import Client
+
+    from middleware import TracingWSGIMiddleware
+
+    app = Flask(__name__)
+
+    @app.get("/hello/<int:n>")
+    def hello(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    traceparent = f"00-{SHARED_TRACE_HEX}-b7ad6b7169203331-01"
+    tracewire.configure(enabled=True, destination=f"delta:{path}", batch_interval=0.01)
+    try:
+        client = Client(TracingWSGIMiddleware(app))
+        for n in range(3):
+            response = client.get(f"/hello/{n}", headers={"traceparent": traceparent,
+                                                          "X-Request-ID": f"shared-{n}"}, buffered=True)
+            assert response.status_code == 200
+            assert tracewire.flush(30)  # separate commits, as separate requests would be
+        assert client.get("/hello/9", headers={"X-Request-ID": "alone"}, buffered=True).status_code == 200
+        assert tracewire.flush(30)
+    finally:
+        tracewire.shutdown()
+        tracewire.configure(enabled=False)
+    found = tracewire.search_traces(str(path), "client_request_id LIKE 'shared-%'")
+    shared = {t.info.trace_id for t in found}
+    assert len(shared) == 1, shared
+    return shared.pop()
+
+
+def test_rows_sharing_a_trace_id_are_each_returned_once(tmp_path: Path) -> None:
+    path = tmp_path / "shared"
+    trace_id = write_shared_trace_id_table(path)
+    assert SHARED_TRACE_HEX in trace_id
+    found = tracewire.search_traces(str(path), f"trace_id = '{trace_id}'")
+    assert ids(found) == ["shared-0", "shared-1", "shared-2"]
+    roots = {t.data.spans[0].span_id for t in found}
+    assert len(roots) == 3, "one row per request: (trace id, root span id) tells them apart"
+    everything = tracewire.search_traces(str(path), order_by=["timestamp_ms ASC"])
+    assert [t.info.client_request_id for t in everything] == ["shared-0", "shared-1", "shared-2", "alone"]
+    # A filter that matches one of the rows returns that row only, not its id-mates.
+    one = tracewire.search_traces(str(path), f"trace_id = '{trace_id}' AND client_request_id = 'shared-1'")
+    assert ids(one) == ["shared-1"]
+    # max_results cuts rows, not ids.
+    newest = tracewire.search_traces(str(path), max_results=2)
+    assert [t.info.client_request_id for t in newest] == ["alone", "shared-2"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
-import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours)
+import concurrent.futures.thread  # its exit hook must be registered before ours
 import logging
 import os
 import random
@@ -24,6 +24,7 @@ import time
 import weakref
 from typing import Any, Protocol
 
+from tracewire import context as _context
 from tracewire.config import Settings
 from tracewire.export import finishing as sampling
 from tracewire.export.record import TraceRecord
@@ -264,6 +265,12 @@ class ExportPipeline:
     def _run(self) -> None:
         loop = self._loop
         assert loop is not None
+        # Nothing is traced on the worker: not here, not in its tasks (they copy this context),
+        # not in its default executor's threads (run_in_executor does not copy the context).
+        _context.suppressed.set(True)
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+            thread_name_prefix=f"tracewire-export-io-{os.getpid()}", initializer=_suppress_here,
+        ))
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._main())
@@ -415,6 +422,10 @@ class ExportPipeline:
 
 
 _PIPELINES: weakref.WeakSet[ExportPipeline] = weakref.WeakSet()
+
+
+def _suppress_here() -> None:
+    _context.suppressed.set(True)
 
 
 def _reset_after_fork() -> None:

@@ -93,15 +93,27 @@ def _search(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+_SHOW_MAX = 1000
+
+
 def _show(args: argparse.Namespace, out: TextIO) -> int:
     from tracewire.read.search import search_traces
 
+    # Several requests that carried one traceparent share a trace id: show every one of them,
+    # oldest first (each is told apart by its root span id).
     quoted = args.trace_id.replace("'", "''")
-    traces = search_traces(args.table, f"trace_id = '{quoted}'", max_results=1)
+    traces = search_traces(args.table, f"trace_id = '{quoted}'", order_by=["timestamp_ms ASC"],
+                           max_results=_SHOW_MAX)
     if not traces:
         print(f"no trace {args.trace_id} in {args.table}", file=sys.stderr)
         return 1
-    out.write((traces[0].to_json() if args.json else format_tree(traces[0])) + "\n")
+    if args.json:
+        out.writelines(trace.to_json() + "\n" for trace in traces)
+    else:
+        out.write("\n\n".join(format_tree(trace) for trace in traces) + "\n")
+    if len(traces) > 1:
+        more = f" (the first {_SHOW_MAX} shown)" if len(traces) == _SHOW_MAX else ""
+        print(f"{len(traces)} traces share the id {args.trace_id}{more}", file=sys.stderr)
     return 0
 
 
@@ -211,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="one trace JSON per line")
     search.set_defaults(run=_search)
 
-    show = commands.add_parser("show", help="print one trace as a span tree",
+    show = commands.add_parser("show", help="print a trace as a span tree",
                                description="Print a trace's span tree with durations and "
-                               "shortened inputs/outputs.")
+                               "shortened inputs/outputs; every trace with that id, oldest first, "
+                               "when several requests shared one traceparent.")
     show.add_argument("table")
     show.add_argument("trace_id")
     show.add_argument("--json", action="store_true", help="print the trace JSON instead")

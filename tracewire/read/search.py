@@ -5,12 +5,21 @@ also prune ``request_date`` partitions, promoted columns (state, session, user, 
 column predicates, metadata and tags are map lookups.  The scan happens in two phases — the
 matching rows' ids and sort keys first, then the full trace JSON of the top ``max_results``
 only — so a broad filter over a large table never parses traces in Python.
+
+Several rows may share a trace id (requests that carried one ``traceparent``): every matching row
+is returned, each once.
+
+A filter holds at most ``MAX_CLAUSES`` clauses and ``MAX_IN_VALUES`` values per ``IN`` list, and
+every literal is checked against its column's range, so a bad filter is always a
+``SearchFilterError`` pointing at the offending token, never an Arrow crash or a stray
+``OverflowError``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -28,6 +37,15 @@ class SearchFilterError(ValueError):
         self.problem = problem
         super().__init__(f"{problem} at position {position}:\n  {text}\n  {' ' * position}^")
 
+
+MAX_CLAUSES = 100
+"""The most AND-ed clauses one filter may hold: each costs a kernel call per file and batch (256 take
+~5 s over 400 files), and thousands crash the Arrow scan."""
+MAX_IN_VALUES = 10_000
+"""The most values one ``IN (...)`` list may hold."""
+
+# Integer columns' ranges (status_code is int32 in the table, durations int64).
+_INT_RANGES = {"status_code": (-(2**31), 2**31 - 1), "execution_duration_ms": (-(2**63), 2**63 - 1)}
 
 # field name -> (column, kind); kind: str, int, time, state, map
 _COLUMNS: dict[str, tuple[str, str]] = {
@@ -98,6 +116,7 @@ class Clause:
     op: str
     value: Any = None
     key: str | None = None  # map key for metadata./tags.
+    pos: int = 0  # where the clause starts in the filter text
 
 
 class _Parser:
@@ -123,8 +142,18 @@ class _Parser:
             if token.kind != "ident" or token.value.upper() != "AND":
                 raise SearchFilterError(self.text, token.pos,
                                         f"expected AND between clauses, got {token.value!r}")
+            if len(clauses) >= MAX_CLAUSES:
+                raise SearchFilterError(self.text, token.pos,
+                                        f"too many clauses: a filter holds at most {MAX_CLAUSES}")
             clauses.append(self._clause())
         return clauses
+
+    def _check_text(self, value: str, token: _Token) -> None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            problem = f"not valid Unicode (a lone surrogate at character {exc.start})"
+            raise SearchFilterError(self.text, token.pos, problem) from None
 
     def _field(self) -> tuple[Clause, _Token]:
         token = self._next("a field")
@@ -140,6 +169,7 @@ class _Parser:
         prefix, dot, key = name.partition(".")
         if dot and prefix.lower() in _MAP_PREFIXES and key:
             key = key[1:-1] if key.startswith("`") and key.endswith("`") else key
+            self._check_text(key, token)
             return Clause(name, _MAP_PREFIXES[prefix.lower()], "map", "", key=key), token
         known = sorted({*_COLUMNS, "name", "metadata.<key>", "tags.<key>"})
         raise SearchFilterError(self.text, token.pos,
@@ -149,19 +179,36 @@ class _Parser:
         token = self._next("a value")
         if token.kind == "string":
             value: Any = token.value[1:-1].replace("''", "'")
+            self._check_text(value, token)
         elif token.kind == "number":
             value = float(token.value) if "." in token.value else int(token.value)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SearchFilterError(self.text, token.pos, f"number out of range: {_cut(token.value)}")
         else:
             raise SearchFilterError(self.text, token.pos,
-                                    f"expected a quoted string or a number, got {token.value!r}")
+                                    f"expected a quoted string or a number, got {_cut(token.value)!r}")
         if clause.kind in ("int", "time") and not isinstance(value, (int, float)):
             raise SearchFilterError(self.text, token.pos, f"{clause.field} takes a number")
+        if clause.kind == "int":
+            low, high = _INT_RANGES[clause.column]
+            if not low <= value <= high:
+                raise SearchFilterError(self.text, token.pos,
+                                        f"{clause.field} takes a number from {low} to {high}")
+        if clause.kind == "time":
+            try:
+                _to_timestamp(value)
+            except (OverflowError, OSError, ValueError):
+                raise SearchFilterError(
+                    self.text, token.pos,
+                    f"{clause.field} out of range: milliseconds since 1970 for a date in years 1-9999",
+                ) from None
         if clause.kind == "state" and isinstance(value, str):
             value = value.upper()
         return value
 
     def _clause(self) -> Clause:
-        clause, _ = self._field()
+        clause, start = self._field()
+        clause.pos = start.pos
         token = self._next("an operator")
         word = token.value.upper()
         if token.kind == "op":
@@ -204,7 +251,10 @@ class _Parser:
                 if sep.kind == "rparen":
                     break
                 if sep.kind != "comma":
-                    raise SearchFilterError(self.text, sep.pos, f"expected , or ), got {sep.value!r}")
+                    raise SearchFilterError(self.text, sep.pos, f"expected , or ), got {_cut(sep.value)!r}")
+                if len(values) >= MAX_IN_VALUES:
+                    raise SearchFilterError(self.text, sep.pos,
+                                            f"too many values: an IN list holds at most {MAX_IN_VALUES}")
                 values.append(self._literal(clause))
             clause.value = values
             return clause
@@ -212,6 +262,10 @@ class _Parser:
             self.text, token.pos,
             f"unknown operator {token.value!r}; use = != > >= < <= LIKE ILIKE IN NOT IN IS NULL IS NOT NULL",
         )
+
+
+def _cut(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def parse_filter(filter_string: str | None) -> list[Clause]:
@@ -298,16 +352,35 @@ def parse_order_by(order_by: Sequence[str] | None) -> list[tuple[str, str]]:
     return out
 
 
+def _and_all(expressions: Sequence[Any]) -> Any:
+    """``a & b & ...`` as a balanced tree: its depth grows with log2 of the clauses, not linearly."""
+    if len(expressions) == 1:
+        return expressions[0]
+    middle = len(expressions) // 2
+    return _and_all(expressions[:middle]) & _and_all(expressions[middle:])
+
+
 def build_filter(filter_string: str | None) -> Any:
     """The Arrow dataset expression for ``filter_string`` (None when it is empty)."""
     clauses = parse_filter(filter_string)
     expressions = [_expression(c) for c in clauses] + _partition_bounds(clauses)
     if not expressions:
         return None
-    result = expressions[0]
-    for expr in expressions[1:]:
-        result = result & expr
-    return result
+    return _and_all(expressions)
+
+
+def _check_clauses(filter_string: str, schema: Any) -> None:
+    """Raise ``SearchFilterError`` at the first clause the table's schema cannot evaluate."""
+    import pyarrow as pa
+
+    empty = schema.empty_table()
+    for clause in parse_filter(filter_string):
+        try:
+            empty.filter(_expression(clause))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            problem = f"{clause.field} cannot be compared this way ({_cut(problem, 120)})"
+            raise SearchFilterError(filter_string, clause.pos, problem) from None
 
 
 def open_dataset(table: str, storage_options: dict[str, str] | None = None) -> Any:
@@ -352,20 +425,32 @@ def search_traces(
     dataset = open_dataset(table, storage_options)
     if dataset is None:  # a table without data files
         return []
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    if expression is not None:
+        try:  # an unknown map value type or the like: point at the clause, not at Arrow
+            dataset.schema.empty_table().filter(expression)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            _check_clauses(filter_string or "", dataset.schema)
+            raise
     key_columns = sorted({"trace_id", "request_date", *(column for column, _ in sort_keys)})
     matches = dataset.to_table(columns=key_columns, filter=expression)
     if matches.num_rows == 0:
         return []
     top = matches.sort_by(sort_keys).slice(0, max_results)
-    ids = top.column("trace_id").to_pylist()
-    import pyarrow.dataset as ds
-
+    ids = [i for i in set(top.column("trace_id").to_pylist()) if i is not None]
     # Second pass reads the (large) trace column of the winners only: their days' partitions,
-    # their ids.
+    # their ids, sorted the same way; it holds every winner row, so its top ``max_results`` are
+    # the answer.  Rows sharing a winner's id that did not match (several requests that carried
+    # one traceparent) show up as extra rows: only then is the filter applied again.
     days = [d for d in set(top.column("request_date").to_pylist()) if d is not None]
-    id_filter = ds.field("trace_id").isin(ids)
+    second = ds.field("trace_id").isin(ids)
     if days:
-        id_filter = id_filter & ds.field("request_date").isin(days)
-    rows = dataset.to_table(columns=["trace_id", "trace"], filter=id_filter)
-    by_id = dict(zip(rows.column("trace_id").to_pylist(), rows.column("trace").to_pylist(), strict=True))
-    return [Trace.from_json(by_id[i]) for i in ids if i in by_id]
+        second = second & ds.field("request_date").isin(days)
+    columns = sorted({*key_columns, "trace"})
+    rows = dataset.to_table(columns=columns, filter=second)
+    if expression is not None and rows.num_rows > matches.filter(second).num_rows:
+        rows = dataset.to_table(columns=columns, filter=second & expression)
+    rows = rows.sort_by(sort_keys).slice(0, max_results)
+    return [Trace.from_json(text) for text in rows.column("trace").to_pylist()]

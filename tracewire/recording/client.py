@@ -2,11 +2,20 @@
 
 Unlike the fluent API it never touches the current context: a span started here is found again
 by ``(trace_id, span_id)``, from any thread.
+
+Open traces live in a registry bounded by count (``TRACING_CLIENT_MAX_TRACES``, default 10,000)
+and age (``TRACING_CLIENT_TRACE_TTL``, default one hour): a trace that is never ended is dropped,
+oldest first, when a new one would exceed the count or once it is older than the age.  A dropped
+trace is not exported; drops are counted (``tracewire.stats()["client_traces_evicted"]``) and
+logged at most once a minute.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +26,79 @@ from tracewire.recording import live as _live
 from tracewire.recording.fluent import NOOP_SPAN
 
 logger = logging.getLogger(__name__)
+
+_LOG_EVERY = 60.0
+
+
+class _Registry:
+    """Open client traces by id, oldest first, bounded by count and age."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # trace id -> (monotonic start, spans by id); insertion order is start order.
+        self._traces: collections.OrderedDict[str, tuple[float, dict[str, Span]]] = (
+            collections.OrderedDict()
+        )
+        self.evicted = 0
+        self._logged_at = -_LOG_EVERY
+        self._unlogged = 0
+
+    def add(self, span: Span) -> None:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._traces.get(span.trace_id)
+            if entry is None:
+                if span.parent_id is not None:
+                    return  # its trace was dropped meanwhile
+                entry = self._traces[span.trace_id] = (now, {})
+                self._evict(now)
+            entry[1][span.span_id] = span
+
+    def get(self, trace_id: str, span_id: str) -> Span | None:
+        with self._lock:
+            entry = self._traces.get(trace_id)
+            return entry[1].get(span_id) if entry is not None else None
+
+    def pop_trace(self, trace_id: str) -> dict[str, Span] | None:
+        with self._lock:
+            entry = self._traces.pop(trace_id, None)
+            return entry[1] if entry is not None else None
+
+    def open_traces(self) -> int:
+        with self._lock:
+            self._evict(time.monotonic())
+            return len(self._traces)
+
+    def _evict(self, now: float) -> None:
+        settings = _runtime.STATE.settings
+        oldest = now - settings.client_trace_ttl
+        dropped = 0
+        while self._traces:
+            trace_id, (started, _) = next(iter(self._traces.items()))
+            if started >= oldest and len(self._traces) <= settings.client_max_traces:
+                break
+            del self._traces[trace_id]
+            dropped += 1
+        if not dropped:
+            return
+        self.evicted += dropped
+        self._unlogged += dropped
+        if now - self._logged_at >= _LOG_EVERY:
+            logger.warning(
+                "tracewire: dropped %d TracingClient trace(s) never ended (open for over %.0fs or "
+                "over TRACING_CLIENT_MAX_TRACES=%d; %d dropped in all): call end_trace()",
+                self._unlogged, settings.client_trace_ttl, settings.client_max_traces, self.evicted,
+            )
+            self._logged_at = now
+            self._unlogged = 0
+
+
+registry = _Registry()
+
+
+def registry_stats() -> dict[str, int]:
+    """``client_traces_open`` and ``client_traces_evicted`` for ``tracewire.stats()``."""
+    return {"client_traces_open": registry.open_traces(), "client_traces_evicted": registry.evicted}
 
 
 class TracingClient:
@@ -46,7 +128,7 @@ class TracingClient:
                 live.tags.update({str(k): str(v) for k, v in tags.items()})
             if metadata:
                 live.metadata.update({str(k): str(v) for k, v in metadata.items()})
-            _live.registry.add(root)
+            registry.add(root)
             return root
         except Exception:
             logger.exception("tracewire: start_trace(%r) failed", name)
@@ -62,7 +144,7 @@ class TracingClient:
         attributes: Mapping[str, Any] | None = None,
     ) -> Span:
         """Start a child of span ``parent_id`` in trace ``trace_id``."""
-        parent = _live.registry.get(trace_id, parent_id)
+        parent = registry.get(trace_id, parent_id)
         if parent is None or parent._live is None:
             if _runtime.STATE.enabled and trace_id:
                 logger.warning("tracewire: no live span %s in trace %s", parent_id, trace_id)
@@ -73,7 +155,7 @@ class TracingClient:
             )
             if inputs is not None:
                 span.set_inputs(inputs)
-            _live.registry.add(span)
+            registry.add(span)
             return span
         except Exception:
             logger.exception("tracewire: start_span(%r) failed", name)
@@ -87,7 +169,7 @@ class TracingClient:
         attributes: Mapping[str, Any] | None = None,
         status: str = "OK",
     ) -> None:
-        span = _live.registry.get(trace_id, span_id)
+        span = registry.get(trace_id, span_id)
         if span is None:
             return
         try:
@@ -97,7 +179,7 @@ class TracingClient:
         except Exception:
             logger.exception("tracewire: end_span failed")
         if span._live is not None and span is span._live.root:
-            _live.registry.pop_trace(trace_id)
+            registry.pop_trace(trace_id)
 
     def end_trace(
         self,
@@ -107,7 +189,7 @@ class TracingClient:
         status: str = "OK",
     ) -> None:
         """End the root span (and so the trace); spans still open are ended first."""
-        spans = _live.registry.pop_trace(trace_id)
+        spans = registry.pop_trace(trace_id)
         if not spans:
             return
         root = next((s for s in spans.values() if s.parent_id is None), None)

@@ -15,9 +15,13 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
+import orjson
+
 from tracewire import context as _context
+from tracewire import encoding as _encoding
+from tracewire import redaction as _redaction
 from tracewire import runtime as _runtime
-from tracewire.keys import SpanType, TraceMetadataKey
+from tracewire.keys import SpanAttributeKey, SpanType, TraceMetadataKey
 from tracewire.model import Span
 from tracewire.recording import live as _live
 
@@ -291,20 +295,74 @@ def _wrap_coroutine(
     return wrapper
 
 
+class _StreamOutput:
+    """The chunks a traced generator yields, kept only up to the trace's value cap.
+
+    A stream can be far larger than any trace may hold (an LLM answer, a file download): past
+    ``max_value_bytes`` chunks are counted, not kept, so streaming 300 MB holds ~256 KB.  Chunks
+    other than str/bytes are redacted and encoded as they arrive (to know their size); without an
+    ``output_reducer`` the encoded text is what is kept, so nothing is encoded twice.
+    """
+
+    __slots__ = ("cap", "items", "keep_objects", "kept", "size", "truncated")
+
+    def __init__(self, span: Span, reducer: Callable[[list[Any]], Any] | None) -> None:
+        live = span._live
+        self.cap = live.max_value_bytes if live is not None else 0
+        self.items: list[Any] = []
+        self.keep_objects = reducer is not None
+        self.kept = 0
+        self.size = 0
+        self.truncated = False
+
+    def add(self, item: Any) -> None:
+        if not self.cap:
+            return  # not recording
+        try:
+            kind = type(item)
+            if kind is str or kind is bytes or kind is bytearray:
+                stored = item
+                n = len(item) + 3  # quotes and separator
+            else:
+                text = _encoding.dumps(_redaction.redact(item))
+                n = len(text) + 1
+                stored = item if self.keep_objects else orjson.Fragment(text)
+            self.size += n
+            if self.truncated:
+                return
+            if self.kept + n <= self.cap:
+                self.items.append(stored)
+                self.kept += n
+            else:
+                self.truncated = True
+        except Exception:
+            logger.debug("tracewire: could not record a stream chunk", exc_info=True)
+
+    def output(self, span: Span, reducer: Callable[[list[Any]], Any] | None) -> Any:
+        output: Any = self.items
+        if reducer is not None:
+            try:
+                output = reducer(self.items)
+            except Exception:
+                logger.warning("tracewire: output_reducer of span %r failed", span.name, exc_info=True)
+        if not self.truncated:
+            return output
+        output = _redaction.redact(output)
+        text = output if isinstance(output, str) else _encoding.dumps(output)
+        live = span._live
+        if live is not None:
+            live.note_truncated(span, SpanAttributeKey.OUTPUTS)
+        return _encoding.truncation_marker(self.size, text[: _encoding.PREVIEW_CHARS])
+
+
 def _finish_stream(
-    span: Span, chunks: list[Any], reducer: Callable[[list[Any]], Any] | None,
+    span: Span, chunks: _StreamOutput, reducer: Callable[[list[Any]], Any] | None,
     exc: BaseException | None, closed_early: bool,
 ) -> None:
     if span.__class__ is NoOpSpan:
         return
     try:
-        output: Any = chunks
-        if reducer is not None:
-            try:
-                output = reducer(chunks)
-            except Exception:
-                logger.warning("tracewire: output_reducer of span %r failed", span.name, exc_info=True)
-        span.set_outputs(output)
+        span.set_outputs(chunks.output(span, reducer))
         if closed_early:
             span.set_attribute("tracewire.generator_closed_early", True)
     except Exception:
@@ -321,7 +379,7 @@ def _wrap_generator(
         if not _runtime.STATE.enabled:
             return (yield from fn(*args, **kwargs))
         span = _open_span(name, span_type, attrs, _inputs(bind, args, kwargs), True)
-        chunks: list[Any] = []
+        chunks = _StreamOutput(span, reducer)
         token = _current.set(span)
         try:
             gen = fn(*args, **kwargs)
@@ -344,7 +402,7 @@ def _wrap_generator(
                 raise
             finally:
                 _current.reset(token)
-            chunks.append(item)
+            chunks.add(item)
             to_throw = None
             try:
                 sent = yield item
@@ -371,7 +429,7 @@ def _wrap_async_generator(
                 yield item
             return
         span = _open_span(name, span_type, attrs, _inputs(bind, args, kwargs), True)
-        chunks: list[Any] = []
+        chunks = _StreamOutput(span, reducer)
         agen = fn(*args, **kwargs)
         sent: Any = None
         to_throw: BaseException | None = None
@@ -390,7 +448,7 @@ def _wrap_async_generator(
                 raise
             finally:
                 _current.reset(token)
-            chunks.append(item)
+            chunks.add(item)
             to_throw = None
             try:
                 sent = yield item
@@ -443,10 +501,11 @@ def update_current_trace(
     if live is None:
         return
     try:
+        policy = _redaction.policy()
         if tags:
-            live.tags.update({str(k): _as_str(v) for k, v in tags.items()})
+            live.tags.update({str(k): _redacted_str(policy, str(k), v) for k, v in tags.items()})
         if metadata:
-            live.metadata.update({str(k): _as_str(v) for k, v in metadata.items()})
+            live.metadata.update({str(k): _redacted_str(policy, str(k), v) for k, v in metadata.items()})
         if client_request_id is not None:
             live.client_request_id = str(client_request_id)
         if request_preview is not None:
@@ -467,12 +526,13 @@ def update_current_trace(
         logger.exception("tracewire: update_current_trace failed")
 
 
-def _as_str(value: Any) -> str:
+def _redacted_str(policy: _redaction.Redactor, key: str, value: Any) -> str:
+    """A metadata/tag value as text: redacted when its name is secret, or inside it."""
+    if policy.is_secret(key):
+        return _redaction.REDACTED
     if isinstance(value, str):
         return value
-    from tracewire.encoding import dumps
-
-    return dumps(value)
+    return _encoding.dumps(policy.redact(value))
 
 
 def propagate(fn: Callable[..., Any]) -> Callable[..., Any]:

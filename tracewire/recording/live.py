@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tracewire import context as _context
 from tracewire import encoding as _encoding
 from tracewire import runtime as _runtime
 from tracewire.keys import TRACE_ID_PREFIX, TRACE_SCHEMA_VERSION, SpanAttributeKey, TraceMetadataKey
@@ -26,6 +27,7 @@ _SPAN_TYPE_JSON = {t: f'"{t}"' for t in (
     "PARSER", "MEMORY", "GUARDRAIL", "EVALUATOR", "WORKFLOW", "TASK", "UNKNOWN")}
 _SPAN_OVERHEAD_BYTES = 400  # ids, names, timestamps, keys: what a span costs beyond its values
 _getrandbits = random.getrandbits
+_suppressed = _context.suppressed.get
 _time_ns = time.time_ns
 
 
@@ -226,7 +228,12 @@ def start_trace(
     attributes: dict[str, Any] | None = None,
     trace_hex: str | None = None,
 ) -> Span | None:
-    """Start a new trace and return its root span, or None when head sampling says no."""
+    """Start a new trace and return its root span, or None when head sampling says no.
+
+    None too on the export worker (sinks' code is never traced: no trace can beget traces).
+    """
+    if _suppressed():
+        return None
     settings = _runtime.settings()
     trace_hex = trace_hex or new_trace_hex()
     if not head_sampled(trace_hex, settings.sample_rate):
