@@ -3,6 +3,7 @@ answers are worth a retry."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 from typing import Any
@@ -38,8 +39,12 @@ def split_uri(uri: str, scheme_prefix: str) -> tuple[str, str, dict[str, str]]:
     return base, parts.path.rstrip("/"), query
 
 
-def gzip_body(body: bytes) -> bytes:
-    return gzip.compress(body, compresslevel=6)
+async def gzip_body(body: bytes) -> bytes:
+    """Level 3: a third of level 6's time for ~30% more bytes.  A large body is compressed on a
+    thread (zlib releases the GIL), so the worker loop keeps serving the other sinks meanwhile."""
+    if len(body) < 65536:
+        return gzip.compress(body, compresslevel=3)
+    return await asyncio.to_thread(gzip.compress, body, 3)
 
 
 def new_client(timeout: float) -> Any:

@@ -163,7 +163,7 @@ class MlflowSink(Sink):
             headers = {**self._headers, "content-type": "application/x-protobuf",
                        "content-encoding": "gzip", "x-mlflow-experiment-id": experiment}
             response = await self._client.post(
-                self.tracking_uri + SPANS_PATH, content=gzip_body(request.SerializeToString()),
+                self.tracking_uri + SPANS_PATH, content=await gzip_body(request.SerializeToString()),
                 headers=headers)
             if not self._check(response, f"the spans of {len(accepted)} trace(s)"):
                 rejected += len(accepted)

@@ -149,7 +149,7 @@ class OtlpSink(Sink):
         spans = [span for _, item_spans in chunk for span in item_spans]
         body = self._proto.build_request(self._resource, _version(), spans).SerializeToString()
         if self._compression == "gzip":
-            body = gzip_body(body)
+            body = await gzip_body(body)
         headers = self._headers
         if experiment:
             headers = {**headers, EXPERIMENT_HEADER: experiment}
