@@ -216,6 +216,41 @@ def trace_spans(trace: Trace, *, semconv: bool = True) -> list[ProtoSpan]:
     return out
 
 
+_PROTECTED = frozenset({SpanAttributeKey.REQUEST_ID, SpanAttributeKey.SPAN_TYPE})
+_PREVIEW_CHARS = 256
+
+
+def encoded_size(spans: Sequence[ProtoSpan]) -> int:
+    return sum(span.ByteSize() + 8 for span in spans)
+
+
+def shrink(trace: Trace, budget: int, *, semconv: bool = True) -> list[ProtoSpan]:
+    """The trace's spans with their largest attribute values replaced, largest first, by the
+    SPEC §7 truncation marker until they fit ``budget`` bytes (or nothing large is left); the
+    trace is marked ``tracewire.truncated``."""
+    candidates = []
+    for span in trace.data.spans:
+        for key in span.attributes:
+            raw = span.raw_attribute(key) or ""
+            if key not in _PROTECTED and len(raw) > _PREVIEW_CHARS:
+                candidates.append((len(raw), span, key))
+    candidates.sort(key=lambda item: item[0], reverse=True)
+    trace.info.trace_metadata[TraceMetadataKey.TRUNCATED] = "true"
+    spans = trace_spans(trace, semconv=semconv)
+    while candidates and encoded_size(spans) > budget:
+        excess = encoded_size(spans) - budget
+        while candidates and excess > 0:
+            size, span, key = candidates.pop(0)
+            text = span.raw_attribute(key) or ""
+            span.set_attribute(key, {"tracewire.truncated": True, "original_size": len(text.encode()),
+                                     "preview": str(_loads(text))[:_PREVIEW_CHARS]})
+            # inputs/outputs also go out as input.value/output.value
+            excess -= size * (2 if semconv and key in (SpanAttributeKey.INPUTS, SpanAttributeKey.OUTPUTS)
+                              else 1)
+        spans = trace_spans(trace, semconv=semconv)
+    return spans
+
+
 def build_request(
     resource_msg: Resource, scope_version: str, spans: Sequence[ProtoSpan]
 ) -> ExportTraceServiceRequest:

@@ -11,8 +11,9 @@ provider and never sees another library's spans.
 Delivery: a 408/429/5xx answer or a connection error raises, so the pipeline retries the batch
 with backoff (traces the receiver already took are not sent again); any other 4xx rejects the
 request's traces for good (counted).  A request over ``max_request_bytes`` is split before it is
-sent, and again on a 413; a partial-success answer counts its rejected spans
-(``rejected_spans``) and the traces they may belong to as export errors.
+sent, and again on a 413; a single trace too large for either has its largest values replaced by
+the SPEC §7 truncation marker (and is marked ``tracewire.truncated``); a partial-success answer
+counts its rejected spans (``rejected_spans``) and the traces they may belong to as export errors.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class OtlpSink(Sink):
         self._proto = _otlp_proto
         self._client: Any = None
         self._delivered: set[str] = set()  # of the batch being retried: not sent again
+        self._traces: dict[str, Trace] = {}  # of the group being sent, to shrink on a 413
         self.rejected_spans = 0
 
     @classmethod
@@ -118,10 +120,18 @@ class OtlpSink(Sink):
                 continue
             key = "" if self._fixed_experiment else self._proto.experiment_of(trace, self._experiment_id)
             groups.setdefault(key, []).append(trace)
+        budget = self._max_request_bytes - 4096  # room for the resource and the envelope
         for experiment, traces in groups.items():
-            encoded = [(t.info.trace_id, self._proto.trace_spans(t)) for t in traces]
+            self._traces = {t.info.trace_id: t for t in traces}
+            encoded = []
+            for trace in traces:
+                spans = self._proto.trace_spans(trace)
+                if self._proto.encoded_size(spans) > budget:
+                    spans = self._proto.shrink(trace, budget)
+                encoded.append((trace.info.trace_id, spans))
             for chunk in self._chunks(encoded):
                 rejected += await self._send(chunk, experiment)
+        self._traces = {}
         self._delivered.clear()
         return rejected
 
@@ -130,7 +140,7 @@ class OtlpSink(Sink):
         current: list[tuple[str, list[Any]]] = []
         size = 0
         for item in encoded:
-            item_size = sum(span.ByteSize() + 8 for span in item[1])
+            item_size = self._proto.encoded_size(item[1])
             if current and size + item_size > self._max_request_bytes:
                 chunks.append(current)
                 current, size = [], 0
@@ -140,7 +150,7 @@ class OtlpSink(Sink):
             chunks.append(current)
         return chunks
 
-    async def _send(self, chunk: list[tuple[str, list[Any]]], experiment: str) -> int:
+    async def _send(self, chunk: list[tuple[str, list[Any]]], experiment: str, shrunk: bool = False) -> int:
         """Post one request; returns the traces rejected for good (split again on a 413)."""
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceResponse,
@@ -160,6 +170,11 @@ class OtlpSink(Sink):
         if status == 413 and len(chunk) > 1:
             half = len(chunk) // 2
             return await self._send(chunk[:half], experiment) + await self._send(chunk[half:], experiment)
+        if status == 413 and not shrunk:
+            # One trace over the receiver's limit: cut its largest values to half its size, once.
+            trace_id, spans = chunk[0]
+            smaller = self._proto.shrink(self._traces[trace_id], self._proto.encoded_size(spans) // 2)
+            return await self._send([(trace_id, smaller)], experiment, shrunk=True)
         if status in RETRYABLE:
             raise RetryableError(f"HTTP {status} from {self.endpoint}")
         if not 200 <= status < 300:

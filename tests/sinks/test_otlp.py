@@ -232,6 +232,35 @@ def test_max_request_bytes_packs_requests(receiver: OtlpReceiver) -> None:
     assert all("content-encoding" not in r.headers for r in receiver.received)
 
 
+def test_a_trace_over_the_limit_is_truncated_like_section_7(receiver: OtlpReceiver) -> None:
+    def limit(request: Any) -> tuple[int, bytes]:
+        if request.ByteSize() > 20_000:
+            return 413, b""
+        return 200, ExportTraceServiceResponse().SerializeToString()
+
+    receiver.replies = [limit] * 10
+    tracewire.configure(enabled=True, batch_interval=0.01, sampling_size_threshold=10**7,
+                        destination=f"otlp+http://127.0.0.1:{receiver.port}?max_request_bytes=100000")
+    with tracewire.start_span("big") as root:
+        root.set_inputs({"text": "i" * 30_000})
+        with tracewire.start_span("child") as child:
+            child.set_outputs("o" * 150_000)  # over max_request_bytes: cut before sending
+    with tracewire.start_span("small") as small:
+        small.set_inputs("fits")
+    assert tracewire.flush(timeout=10)
+    spans = _by_name(receiver.spans)
+    assert set(spans) == {"big", "child", "small"}
+    child_out = attributes(spans["child"])["mlflow.spanOutputs"]
+    assert child_out["tracewire.truncated"] is True
+    assert child_out["original_size"] == 150_002
+    assert child_out["preview"] == "o" * 256
+    root_in = attributes(spans["big"])["mlflow.spanInputs"]
+    assert root_in["tracewire.truncated"] is True  # cut again after the receiver's 413
+    assert orjson.loads(attributes(spans["big"])["metadata"])["tracewire.truncated"] == "true"
+    assert attributes(spans["small"])["mlflow.spanInputs"] == "fits"
+    assert tracewire.stats()["export_errors"][f"otlp:{receiver.url}/v1/traces"] == 0
+
+
 def test_headers_are_never_logged(
     receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
