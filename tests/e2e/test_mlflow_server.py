@@ -210,3 +210,31 @@ def test_experiment_id_setting_reaches_trace_location(memory: MemorySink, tmp_pa
     assert tracewire.flush(timeout=10)
     [trace] = memory.traces
     assert trace.info.trace_location["mlflow_experiment"]["experiment_id"] == "42"
+
+
+def test_unknown_experiment_is_rejected_and_counted(mlflow_server: str, memory: MemorySink) -> None:
+    tracewire.configure(enabled=True, batch_interval=0.01,
+                        destination=f"mlflow+{mlflow_server}?experiment_id=987654")
+    with tracewire.start_span("orphan"):
+        pass
+    assert tracewire.flush(timeout=30)
+    stats = tracewire.stats()["sinks"][f"mlflow:{mlflow_server}"]
+    assert stats["errors"] == 1 and stats["exported"] == 0 and stats["retries"] == 0
+
+
+def test_unreachable_server_is_retried_not_dropped() -> None:
+    from sinks import MlflowSink
+    from tracewire.record import TraceRecord
+
+    sink = MlflowSink(f"http://127.0.0.1:{free_port()}", timeout=2)
+    trace = tracewire.Trace.from_dict({"info": {"trace_id": "tr-" + "ab" * 16, "request_time": 0}})
+    record = TraceRecord.from_trace(trace, trace.to_json().encode(), 1.0)
+
+    async def export() -> None:
+        try:
+            await sink.export([record])
+        finally:
+            await sink.aclose()
+
+    with pytest.raises(httpx.ConnectError):  # raising makes the pipeline retry with backoff
+        asyncio.run(export())
