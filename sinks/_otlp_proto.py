@@ -21,10 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
 from tracewire.entities import TRACE_ID_PREFIX, SpanAttributeKey, Trace, TraceMetadataKey
@@ -176,13 +175,25 @@ def _semconv(trace: Trace, span: Any, attrs: dict[str, Any], is_root: bool) -> N
         attrs.setdefault(key, value)
 
 
-def trace_spans(trace: Trace, *, semconv: bool = True) -> list[ProtoSpan]:
-    """The trace's spans as OTLP protobuf spans."""
+def _fill(target: Any, items: Iterable[tuple[str, Any]]) -> None:
+    """Append key-values to a repeated ``attributes`` field in place (no message copies)."""
+    add = target.add
+    for key, value in items:
+        kv = add()
+        kv.key = key
+        set_value(kv.value, value)
+
+
+def encode_trace(trace: Trace, *, semconv: bool = True) -> bytes:
+    """The trace's spans as one serialized ``ScopeSpans`` holding only its spans (no scope):
+    serialized ScopeSpans concatenate into one (protobuf merges repeated fields), so a request is
+    framed from these bytes without copying messages (see ``request_bytes``)."""
+    container = ScopeSpans()
     spans = trace.data.spans
     if not spans:
-        return []
+        return b""
     trace_id = bytes.fromhex(trace.info.trace_id.removeprefix(TRACE_ID_PREFIX))
-    out = []
+    add_span = container.spans.add
     for span in spans:
         attrs = span.attributes
         is_root = span.parent_id is None
@@ -193,38 +204,59 @@ def trace_spans(trace: Trace, *, semconv: bool = True) -> list[ProtoSpan]:
         if is_root and trace.info.state == "ERROR" and code != "ERROR":
             # MLflow's server takes the trace state from the root span's status.
             code, message = "ERROR", message or "trace state ERROR"
-        proto = ProtoSpan(
-            trace_id=trace_id if span.trace_id == trace.info.trace_id
-            else bytes.fromhex(span.trace_id.removeprefix(TRACE_ID_PREFIX)),
-            span_id=bytes.fromhex(span.span_id),
-            name=span.name,
-            kind=ProtoSpan.SPAN_KIND_SERVER if is_root and "http.method" in attrs
-            else ProtoSpan.SPAN_KIND_INTERNAL,
-            start_time_unix_nano=span.start_time_ns,
-            end_time_unix_nano=span.end_time_ns or span.start_time_ns,
-            attributes=key_values(attrs.items()),
-            status=Status(code=_STATUS.get(code, Status.STATUS_CODE_UNSET), message=message),
-        )
+        proto = add_span()
+        proto.trace_id = (trace_id if span.trace_id == trace.info.trace_id
+                          else bytes.fromhex(span.trace_id.removeprefix(TRACE_ID_PREFIX)))
+        proto.span_id = bytes.fromhex(span.span_id)
         if span.parent_id:
             proto.parent_span_id = bytes.fromhex(span.parent_id)
+        proto.name = span.name
+        proto.kind = (ProtoSpan.SPAN_KIND_SERVER if is_root and "http.method" in attrs
+                      else ProtoSpan.SPAN_KIND_INTERNAL)
+        proto.start_time_unix_nano = span.start_time_ns
+        proto.end_time_unix_nano = span.end_time_ns or span.start_time_ns
+        _fill(proto.attributes, attrs.items())
+        status = proto.status
+        status.code = _STATUS.get(code, Status.STATUS_CODE_UNSET)
+        if message:
+            status.message = message
         for event in span.events:
-            proto.events.add(
-                time_unix_nano=event.timestamp_ns, name=event.name,
-                attributes=key_values(event.attributes.items()),
-            )
-        out.append(proto)
-    return out
+            proto_event = proto.events.add()
+            proto_event.time_unix_nano = event.timestamp_ns
+            proto_event.name = event.name
+            _fill(proto_event.attributes, event.attributes.items())
+    data: bytes = container.SerializeToString()
+    return data
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def request_bytes(resource_msg: Resource, scope_version: str, traces: Sequence[bytes]) -> bytes:
+    """A serialized ``ExportTraceServiceRequest`` of one resource and one scope holding the
+    spans of ``traces`` (``encode_trace`` outputs)."""
+    scope: bytes = InstrumentationScope(name=SCOPE_NAME, version=scope_version).SerializeToString()
+    scope_spans = _field(1, scope) + b"".join(traces)  # ScopeSpans: scope = 1, spans = 2
+    resource_spans = _field(1, resource_msg.SerializeToString()) + _field(2, scope_spans)
+    return _field(1, resource_spans)  # ExportTraceServiceRequest.resource_spans = 1
 
 
 _PROTECTED = frozenset({SpanAttributeKey.REQUEST_ID, SpanAttributeKey.SPAN_TYPE})
 _PREVIEW_CHARS = 256
 
 
-def encoded_size(spans: Sequence[ProtoSpan]) -> int:
-    return sum(span.ByteSize() + 8 for span in spans)
-
-
-def shrink(trace: Trace, budget: int, *, semconv: bool = True) -> list[ProtoSpan]:
+def shrink(trace: Trace, budget: int, *, semconv: bool = True) -> bytes:
     """The trace's spans with their largest attribute values replaced, largest first, by the
     SPEC §7 truncation marker until they fit ``budget`` bytes (or nothing large is left); the
     trace is marked ``tracewire.truncated``."""
@@ -236,9 +268,9 @@ def shrink(trace: Trace, budget: int, *, semconv: bool = True) -> list[ProtoSpan
                 candidates.append((len(raw), span, key))
     candidates.sort(key=lambda item: item[0], reverse=True)
     trace.info.trace_metadata[TraceMetadataKey.TRUNCATED] = "true"
-    spans = trace_spans(trace, semconv=semconv)
-    while candidates and encoded_size(spans) > budget:
-        excess = encoded_size(spans) - budget
+    encoded = encode_trace(trace, semconv=semconv)
+    while candidates and len(encoded) > budget:
+        excess = len(encoded) - budget
         while candidates and excess > 0:
             size, span, key = candidates.pop(0)
             text = span.raw_attribute(key) or ""
@@ -247,17 +279,8 @@ def shrink(trace: Trace, budget: int, *, semconv: bool = True) -> list[ProtoSpan
             # inputs/outputs also go out as input.value/output.value
             excess -= size * (2 if semconv and key in (SpanAttributeKey.INPUTS, SpanAttributeKey.OUTPUTS)
                               else 1)
-        spans = trace_spans(trace, semconv=semconv)
-    return spans
-
-
-def build_request(
-    resource_msg: Resource, scope_version: str, spans: Sequence[ProtoSpan]
-) -> ExportTraceServiceRequest:
-    scope = InstrumentationScope(name=SCOPE_NAME, version=scope_version)
-    return ExportTraceServiceRequest(resource_spans=[
-        ResourceSpans(resource=resource_msg, scope_spans=[ScopeSpans(scope=scope, spans=spans)])
-    ])
+        encoded = encode_trace(trace, semconv=semconv)
+    return encoded
 
 
 def experiment_of(trace: Trace, default: str) -> str:

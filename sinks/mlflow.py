@@ -158,12 +158,13 @@ class MlflowSink(Sink):
             self._delivered.update(t.info.trace_id for t, ok in zip(members, results, strict=True) if not ok)
             if not accepted:
                 continue
-            spans = [span for t in accepted for span in self._proto.trace_spans(t, semconv=False)]
-            request = self._proto.build_request(self._proto.resource({}), _version(), spans)
+            body = self._proto.request_bytes(
+                self._proto.resource({}), _version(),
+                [self._proto.encode_trace(t, semconv=False) for t in accepted])
             headers = {**self._headers, "content-type": "application/x-protobuf",
                        "content-encoding": "gzip", "x-mlflow-experiment-id": experiment}
             response = await self._client.post(
-                self.tracking_uri + SPANS_PATH, content=await gzip_body(request.SerializeToString()),
+                self.tracking_uri + SPANS_PATH, content=await gzip_body(body),
                 headers=headers)
             if not self._check(response, f"the spans of {len(accepted)} trace(s)"):
                 rejected += len(accepted)

@@ -125,8 +125,8 @@ class OtlpSink(Sink):
             self._traces = {t.info.trace_id: t for t in traces}
             encoded = []
             for trace in traces:
-                spans = self._proto.trace_spans(trace)
-                if self._proto.encoded_size(spans) > budget:
+                spans = self._proto.encode_trace(trace)
+                if len(spans) > budget:
                     spans = self._proto.shrink(trace, budget)
                 encoded.append((trace.info.trace_id, spans))
             for chunk in self._chunks(encoded):
@@ -135,12 +135,12 @@ class OtlpSink(Sink):
         self._delivered.clear()
         return rejected
 
-    def _chunks(self, encoded: list[tuple[str, list[Any]]]) -> list[list[tuple[str, list[Any]]]]:
-        chunks: list[list[tuple[str, list[Any]]]] = []
-        current: list[tuple[str, list[Any]]] = []
+    def _chunks(self, encoded: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
+        chunks: list[list[tuple[str, bytes]]] = []
+        current: list[tuple[str, bytes]] = []
         size = 0
         for item in encoded:
-            item_size = self._proto.encoded_size(item[1])
+            item_size = len(item[1])
             if current and size + item_size > self._max_request_bytes:
                 chunks.append(current)
                 current, size = [], 0
@@ -150,14 +150,13 @@ class OtlpSink(Sink):
             chunks.append(current)
         return chunks
 
-    async def _send(self, chunk: list[tuple[str, list[Any]]], experiment: str, shrunk: bool = False) -> int:
+    async def _send(self, chunk: list[tuple[str, bytes]], experiment: str, shrunk: bool = False) -> int:
         """Post one request; returns the traces rejected for good (split again on a 413)."""
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceResponse,
         )
 
-        spans = [span for _, item_spans in chunk for span in item_spans]
-        body = self._proto.build_request(self._resource, _version(), spans).SerializeToString()
+        body = self._proto.request_bytes(self._resource, _version(), [spans for _, spans in chunk])
         if self._compression == "gzip":
             body = await gzip_body(body)
         headers = self._headers
@@ -173,7 +172,7 @@ class OtlpSink(Sink):
         if status == 413 and not shrunk:
             # One trace over the receiver's limit: cut its largest values to half its size, once.
             trace_id, spans = chunk[0]
-            smaller = self._proto.shrink(self._traces[trace_id], self._proto.encoded_size(spans) // 2)
+            smaller = self._proto.shrink(self._traces[trace_id], len(spans) // 2)
             return await self._send([(trace_id, smaller)], experiment, shrunk=True)
         if status in RETRYABLE:
             raise RetryableError(f"HTTP {status} from {self.endpoint}")
@@ -194,8 +193,8 @@ class OtlpSink(Sink):
         if partial.rejected_spans > 0:
             self.rejected_spans += partial.rejected_spans
             logger.warning(
-                "tracewire: %s rejected %d of %d span(s): %s",
-                self.endpoint, partial.rejected_spans, len(spans), partial.error_message[:300],
+                "tracewire: %s rejected %d span(s) of %d trace(s): %s",
+                self.endpoint, partial.rejected_spans, len(chunk), partial.error_message[:300],
             )
             # Which traces the spans belonged to is not said: count at most one per span.
             return min(len(chunk), int(partial.rejected_spans))
