@@ -10,13 +10,15 @@ MLflow's attribute keys, the path MLflow's ``log_spans`` uses).  Both calls are 
 the server (an existing trace is merged, spans are upserted), so a retried batch is harmless.
 
 The experiment is ``?experiment_id=`` when given, else the trace's own ``trace_location``
-(``TRACING_MLFLOW_EXPERIMENT_ID`` when it was recorded).
+(``TRACING_MLFLOW_EXPERIMENT_ID`` when it was recorded).  Credentials, as for MLflow's client:
+``MLFLOW_TRACKING_TOKEN`` or ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +108,7 @@ class MlflowSink(Sink):
         return cls(
             base + path, experiment_id=query.get("experiment_id"),
             default_experiment_id=settings.mlflow_experiment_id,
-            headers=settings.otlp_headers, timeout=settings.export_timeout,
+            headers=auth_headers(os.environ), timeout=settings.export_timeout,
         )
 
     def _check(self, response: Any, what: str) -> bool:
@@ -182,6 +184,21 @@ class MlflowSink(Sink):
         self._client = None
         self._started = set()
         self._delivered = set()
+
+
+def auth_headers(environ: Mapping[str, str]) -> dict[str, str]:
+    """MLflow's own client credentials (``MLFLOW_TRACKING_TOKEN``, or ``MLFLOW_TRACKING_USERNAME``
+    and ``MLFLOW_TRACKING_PASSWORD``), so a server behind auth takes the traces.  The OTLP sink's
+    ``TRACING_OTLP_HEADERS`` are never sent here: one destination's key must not reach another."""
+    token = environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"authorization": f"Bearer {token}"}
+    user, password = environ.get("MLFLOW_TRACKING_USERNAME"), environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        import base64
+
+        return {"authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
 
 
 def _version() -> str:

@@ -176,7 +176,7 @@ SETTINGS: tuple[Setting, ...] = (
             ("password", "api_key", "apikey", "token", "secret", "authorization"), _str_list,
             "body field names containing one of these words (case-insensitive) replaced by [REDACTED]"),
     Setting("otlp_headers", "TRACING_OTLP_HEADERS", Headers(), _headers,
-            "k=v,k2=v2 headers sent by the OTLP and MLflow sinks (values never logged)", secret=True),
+            "k=v,k2=v2 headers sent by the OTLP sinks (values never logged)", secret=True),
     Setting("service_name", "TRACING_SERVICE_NAME", None, _nonempty_str,
             "OTLP resource service.name (default: OTEL_SERVICE_NAME, else the program name)"),
     Setting("mlflow_experiment_id", "TRACING_MLFLOW_EXPERIMENT_ID", "0", _nonempty_str,

@@ -238,3 +238,12 @@ def test_unreachable_server_is_retried_not_dropped() -> None:
 
     with pytest.raises(httpx.ConnectError):  # raising makes the pipeline retry with backoff
         asyncio.run(export())
+
+
+def test_mlflow_credentials_come_from_mlflows_env_never_from_otlp_headers() -> None:
+    from sinks.mlflow import auth_headers
+
+    assert auth_headers({"MLFLOW_TRACKING_TOKEN": "t0k"}) == {"authorization": "Bearer t0k"}
+    assert auth_headers({"MLFLOW_TRACKING_USERNAME": "u", "MLFLOW_TRACKING_PASSWORD": "p"}) == {
+        "authorization": "Basic dTpw"}
+    assert auth_headers({"TRACING_OTLP_HEADERS": "x-api-key=secret"}) == {}
