@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -38,6 +39,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str,
                 if i in (1, 3):
                     root.record_exception(RuntimeError("boom"))
             assert tracewire.flush(10)
+            time.sleep(0.003)  # distinct request times
     finally:
         tracewire.shutdown()
         tracewire.configure(enabled=False)
@@ -101,7 +103,7 @@ def test_push_from_jsonl_oldest_first_with_limit_and_retry(
                         settings=load({}))
     assert (stats.matched, stats.sent) == (2, 2)
     assert receiver.attempts == 2
-    oldest = [t.info.trace_id for t in sorted(traces, key=lambda t: t.info.request_time)
+    oldest = [t.info.trace_id for t in sorted(traces, key=lambda t: (t.info.request_time, t.info.trace_id))
               if t.info.session_id == "s0"][:2]
     assert ["tr-" + s.trace_id.hex() for s in receiver.spans] == oldest
 
