@@ -25,6 +25,7 @@ from tracewire.entities import (
     TraceInfo,
     TraceMetadataKey,
     _loads,
+    default_trace_location,
 )
 
 logger = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ class LiveTrace:
             response_preview=response_preview,
             trace_metadata=metadata,
             tags=tags,
+            trace_location=default_trace_location(_runtime.settings().mlflow_experiment_id),
         )
         trace = Trace(info, TraceData(list(self.spans)))
         trace.approx_bytes = self.approx_bytes
