@@ -22,6 +22,7 @@ SECTIONS = [
     ("core", "benchmarks.bench_core", "one trace, root + 2 children, vs mlflow-tracing"),
     ("middleware", "benchmarks.bench_middleware", "request-path overhead, ASGI and WSGI, in-process"),
     ("kafka", "benchmarks.bench_kafka", "export throughput to Kafka vs raw aiokafka"),
+    ("otlp", "benchmarks.bench_otlp", "OTLP/HTTP export throughput vs OpenTelemetry's exporter"),
     ("memory", "benchmarks.bench_memory", "memory while the broker is down"),
     ("servers", "benchmarks.bench_servers", "uvicorn and gunicorn under wrk, tracing off vs on"),
     ("search", "benchmarks.bench_search", "search latency and consumer throughput"),

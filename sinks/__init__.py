@@ -11,8 +11,13 @@ from sinks.memory import MemorySink
 if TYPE_CHECKING:
     from sinks.delta import DeltaTableSink
     from sinks.kafka import KafkaSink
+    from sinks.mlflow import MlflowSink
+    from sinks.otlp import OtlpSink
 
-_LAZY = {"KafkaSink": "sinks.kafka", "DeltaTableSink": "sinks.delta"}
+_LAZY = {
+    "KafkaSink": "sinks.kafka", "DeltaTableSink": "sinks.delta",
+    "MlflowSink": "sinks.mlflow", "OtlpSink": "sinks.otlp",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +29,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["DeltaTableSink", "JsonlSink", "KafkaSink", "MemorySink", "Sink"]
+__all__ = ["DeltaTableSink", "JsonlSink", "KafkaSink", "MemorySink", "MlflowSink", "OtlpSink", "Sink"]

@@ -89,6 +89,31 @@ def _header_name(value: Any) -> str:
     return text
 
 
+class Headers(tuple):  # type: ignore[type-arg]
+    """``(name, value)`` pairs whose values never show in a repr or a log line (API keys)."""
+
+    def __repr__(self) -> str:
+        return "Headers(%s)" % ", ".join(f"{k}=***" for k, _ in self)
+
+
+def _headers(value: Any) -> Headers:
+    """``k=v,k2=v2`` (values percent-decoded, as OTEL_EXPORTER_OTLP_HEADERS) or a mapping."""
+    from urllib.parse import unquote
+
+    if isinstance(value, Mapping):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    elif isinstance(value, str):
+        pairs = []
+        for number, part in enumerate(p for p in value.split(",") if p.strip()):
+            key, sep, text = part.partition("=")
+            if not sep:
+                raise ValueError(f"header {number + 1} is not name=value")  # never echo a secret
+            pairs.append((unquote(key).strip(), unquote(text).strip()))
+    else:
+        raise ValueError(f"expected name=value pairs or a mapping, got a {type(value).__name__}")
+    return Headers((_header_name(k), v) for k, v in pairs)
+
+
 def _nonempty_str(value: Any) -> str:
     text = str(value).strip()
     if not text:
@@ -111,6 +136,7 @@ class Setting:
     default: Any
     parse: Callable[[Any], Any]
     help: str
+    secret: bool = False  # never log the value
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -161,6 +187,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("redact_fields", "TRACING_REDACT_FIELDS", DEFAULT_REDACT_FIELDS, _str_list,
             "values named with one of these words (case-insensitive; *word: only as the last word) "
             "replaced by [REDACTED] in bodies, query strings, span inputs/outputs, metadata, tags"),
+    Setting("otlp_headers", "TRACING_OTLP_HEADERS", Headers(), _headers,
+            "k=v,k2=v2 headers sent by the OTLP sinks (values never logged)", secret=True),
+    Setting("service_name", "TRACING_SERVICE_NAME", None, _nonempty_str,
+            "OTLP resource service.name (default: OTEL_SERVICE_NAME, else the program name)"),
+    Setting("mlflow_experiment_id", "TRACING_MLFLOW_EXPERIMENT_ID", "0", _nonempty_str,
+            "MLflow experiment id written to trace_location (and used by the MLflow sinks)"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -191,6 +223,9 @@ class Settings:
     user_id_header: str
     trace_id_header: str
     redact_fields: tuple[str, ...]
+    otlp_headers: Headers
+    service_name: str | None
+    mlflow_experiment_id: str
     # Producer and sink options that pass through to sinks (TRACING_KAFKA_*, ...).
     extra: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -220,7 +255,8 @@ def load(
             try:
                 values[setting.name] = setting.parse(given)
             except ValueError as exc:
-                raise ValueError(f"tracewire setting {setting.name}={given!r}: {exc}") from None
+                shown = "***" if setting.secret else repr(given)
+                raise ValueError(f"tracewire setting {setting.name}={shown}: {exc}") from None
             continue
         raw = env.get(setting.env)
         if raw is None or (raw.strip() == "" and setting.parse is not parse_bool):
@@ -231,9 +267,11 @@ def load(
         except ValueError as exc:
             logger.warning(
                 "tracewire: ignoring %s=%r (%s); using the default %r",
-                setting.env, raw, exc, setting.default,
+                setting.env, "***" if setting.secret else raw, exc, setting.default,
             )
             values[setting.name] = setting.default
+    if values["service_name"] is None and env.get("OTEL_SERVICE_NAME", "").strip():
+        values["service_name"] = env["OTEL_SERVICE_NAME"].strip()
     extra = {
         k[len("TRACING_"):].lower(): v
         for k, v in env.items()

@@ -520,8 +520,8 @@ class Trace:
         return f"Trace(trace_id={self.info.trace_id!r}, spans={len(self.data.spans)})"
 
 
-def default_trace_location() -> dict[str, Any]:
-    return {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "0"}}
+def default_trace_location(experiment_id: str = "0") -> dict[str, Any]:
+    return {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}}
 
 
 def _loads(text: str) -> Any:

@@ -17,6 +17,10 @@ _SCHEMES: dict[str, str | Callable[[str, Settings], Any]] = {
     "jsonl": "sinks.jsonl:JsonlSink",
     "kafka": "sinks.kafka:KafkaSink",
     "delta": "sinks.delta:DeltaTableSink",
+    "otlp+http": "sinks.otlp:OtlpSink",
+    "otlp+https": "sinks.otlp:OtlpSink",
+    "mlflow+http": "sinks.mlflow:MlflowSink",
+    "mlflow+https": "sinks.mlflow:MlflowSink",
 }
 
 

@@ -5,6 +5,7 @@
     tracewire compact ./traces --vacuum-hours 168
     tracewire consume --bootstrap-servers b:9092 --topic genai-traces --group ingest --table ./traces
     tracewire tail kafka://b:9092/genai-traces
+    tracewire push ./traces --to mlflow+http://localhost:5000 --filter "status = 'ERROR'"
 """
 
 from __future__ import annotations
@@ -208,6 +209,21 @@ def _tail(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace, out: TextIO) -> int:
+    from tracewire.push import PushStats, push_traces
+
+    def progress(stats: PushStats) -> None:
+        rate = stats.sent / max(time.monotonic() - stats.started, 1e-9)
+        print(f"sent {stats.sent + stats.rejected}/{stats.matched} traces ({rate:.0f}/s), "
+              f"rejected {stats.rejected}", file=sys.stderr, flush=True)
+
+    stats = push_traces(args.table, args.to, args.filter, args.limit, batch_size=args.batch_size,
+                        progress=progress)
+    out.write(f"pushed {stats.sent} trace(s) to {args.to}; rejected {stats.rejected}; "
+              f"matched {stats.matched}\n")
+    return 0 if stats.rejected == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tracewire", description="Read and maintain tracewire traces.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -262,6 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--max-messages", type=int, default=0, help="stop after N messages")
     tail.set_defaults(run=_tail)
+
+    push = commands.add_parser("push", help="re-send stored traces to a destination",
+                               description="Send the traces of an inference table (or JSONL file) "
+                               "that match the filter to any destination URI (otlp+http://, "
+                               "mlflow+http://, kafka://, delta:, jsonl:), oldest first; each trace "
+                               "id at most once per run.")
+    push.add_argument("table", help="Delta table path or URI, or a JSONL file")
+    push.add_argument("--to", required=True, help="destination URI, as in TRACING_DESTINATION")
+    push.add_argument("--filter", default=None, help="filter string (default: all)")
+    push.add_argument("--limit", type=int, default=None, help="send at most N traces (the oldest)")
+    push.add_argument("--batch-size", type=int, default=200, help="traces per export call")
+    push.set_defaults(run=_push)
     return parser
 
 

@@ -18,7 +18,7 @@ from tracewire import context as _context
 from tracewire import encoding as _encoding
 from tracewire import runtime as _runtime
 from tracewire.keys import TRACE_ID_PREFIX, TRACE_SCHEMA_VERSION, SpanAttributeKey, TraceMetadataKey
-from tracewire.model import Span, Trace, TraceData, TraceInfo, _loads
+from tracewire.model import Span, Trace, TraceData, TraceInfo, _loads, default_trace_location
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +192,7 @@ class LiveTrace:
             response_preview=response_preview,
             trace_metadata=metadata,
             tags=tags,
+            trace_location=default_trace_location(_runtime.settings().mlflow_experiment_id),
         )
         trace = Trace(info, TraceData(list(self.spans)))
         trace.approx_bytes = self.approx_bytes
