@@ -14,7 +14,7 @@ import tracewire
 from sinks import MemorySink
 from tests.otlp_receiver import OtlpReceiver
 from tracewire.config import load
-from tracewire.push import push_traces
+from tracewire.read.push import push_traces
 
 pytest.importorskip("deltalake")
 

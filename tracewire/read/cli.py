@@ -210,7 +210,7 @@ def _tail(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _push(args: argparse.Namespace, out: TextIO) -> int:
-    from tracewire.push import PushStats, push_traces
+    from tracewire.read.push import PushStats, push_traces
 
     def progress(stats: PushStats) -> None:
         rate = stats.sent / max(time.monotonic() - stats.started, 1e-9)
