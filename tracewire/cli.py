@@ -5,6 +5,7 @@
     tracewire compact ./traces --vacuum-hours 168
     tracewire consume --bootstrap-servers b:9092 --topic genai-traces --group ingest --table ./traces
     tracewire tail kafka://b:9092/genai-traces
+    tracewire ui ./traces --port 5170 --open
 """
 
 from __future__ import annotations
@@ -196,6 +197,34 @@ def _tail(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _ui(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        import uvicorn
+
+        from tracewire.read.viewer import create_app
+    except ImportError as exc:
+        raise ValueError("the viewer needs the 'ui' extra: pip install 'tracewire[ui]'") from exc
+    table = args.table.removeprefix("delta:")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}: traces hold user data, anyone who can reach "
+              "this address can read them", file=sys.stderr)
+    hosts = None if args.host in ("127.0.0.1", "localhost", "::1") else ["*"]
+    app = create_app(table, allowed_hosts=hosts)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown}:{args.port}/"
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+    out.write(f"tracewire ui: {table} at {url} (Ctrl-C to stop)\n")
+    out.flush()
+    if args.open:
+        import threading
+        import webbrowser
+
+        threading.Timer(0.5, webbrowser.open, [url]).start()
+    server.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tracewire", description="Read and maintain tracewire traces.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -249,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--max-messages", type=int, default=0, help="stop after N messages")
     tail.set_defaults(run=_tail)
+
+    ui = commands.add_parser("ui", help="browse traces in a local web app",
+                             description="Serve a read-only trace viewer for the table (list, trace, "
+                             "session and compare pages, JSON API under /api/).")
+    ui.add_argument("table", help="Delta table path or delta: URI")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5170)
+    ui.add_argument("--open", action="store_true", help="open the page in a browser")
+    ui.set_defaults(run=_ui)
     return parser
 
 
