@@ -171,6 +171,16 @@ def test_trace_view_of_big_trace_and_truncation(client: Client, ids: dict[str, A
     for span in view["spans"]:
         assert span["parent_id"] is None or span["parent_id"] in seen
         seen.add(span["span_id"])
+    # Without details the page gets the tree only, then fetches the selected span.
+    tree = client.get(f"/api/traces/{ids['big']}", params={"details": "0"}).json()
+    assert [s["span_id"] for s in tree["spans"]] == [s["span_id"] for s in view["spans"]]
+    assert tree["critical_path"] == view["critical_path"]
+    assert all("inputs" not in s and "attributes" not in s for s in tree["spans"])
+    last = view["spans"][-1]
+    detail = client.get(f"/api/traces/{ids['big']}/spans/{last['span_id']}").json()
+    assert detail == {k: last[k] for k in ("inputs", "outputs", "attributes", "events")}
+    assert client.get(f"/api/traces/{ids['big']}/spans/{'0' * 16}").status_code == 404
+    assert client.get(f"/api/traces/tr-nope/spans/{last['span_id']}").status_code == 404
     marker = (client.get(f"/api/traces/{ids['truncated']}")).json()["spans"][0]["inputs"]
     assert marker["tracewire.truncated"] is True and marker["original_size"] > 100_000
 
