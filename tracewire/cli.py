@@ -205,6 +205,9 @@ def _ui(args: argparse.Namespace, out: TextIO) -> int:
     except ImportError as exc:
         raise ValueError("the viewer needs the 'ui' extra: pip install 'tracewire[ui]'") from exc
     table = args.table.removeprefix("delta:")
+    if table.startswith("jsonl:") or table.endswith((".jsonl", ".jsonl.gz")):
+        raise ValueError(f"{args.table}: the viewer reads Delta tables; search_traces does not read JSONL "
+                         "files yet (load it into a table with the delta: destination)")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: traces hold user data, anyone who can reach "
               "this address can read them", file=sys.stderr)

@@ -259,8 +259,12 @@ def test_cli_serves_and_warns_off_localhost(demo: tuple[Path, dict[str, Any]]) -
         proc.communicate()
 
 
-def test_cli_without_table_fails_clearly(tmp_path: Path) -> None:
-    from tracewire.cli import build_parser
+def test_cli_defaults_and_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tracewire.cli import build_parser, main
 
     args = build_parser().parse_args(["ui", str(tmp_path / "t")])
     assert args.host == "127.0.0.1" and args.port == 5170 and args.open is False
+    assert main(["ui", str(tmp_path / "traces.jsonl")]) == 2
+    assert "reads Delta tables" in capsys.readouterr().err
+    assert main(["ui", str(tmp_path / "missing")]) == 1  # fails at start-up, not on the first page
+    assert "missing" in capsys.readouterr().err

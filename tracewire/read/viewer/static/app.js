@@ -47,6 +47,9 @@
     return ms.toFixed(ms < 10 ? 2 : 1) + " ms";
   }
   function q(value) { return "'" + String(value).replace(/'/g, "''") + "'"; }
+  const TYPE_LABELS = { CHAT_MODEL: "CHAT", RETRIEVER: "RETR", EMBEDDING: "EMB", GUARDRAIL: "GUARD",
+    EVALUATOR: "EVAL", WORKFLOW: "FLOW", RERANKER: "RANK", UNKNOWN: "?" };
+  function typeLabel(t) { return TYPE_LABELS[t] || String(t).slice(0, 5); }
   function traceHref(id) { return "#/trace/" + encodeURIComponent(id); }
   function sessionHref(id) { return "#/session/" + encodeURIComponent(id); }
   function listHref(filter) { return "#/?q=" + encodeURIComponent(filter); }
@@ -314,7 +317,14 @@
     const inner = el("div", { class: "tree-inner" });
     tree.append(inner);
     const detail = el("div", { class: "detail", id: "span-detail" }, el("p", { class: "muted", text: "Select a span." }));
-    main.replaceChildren(head, legend, el("div", { class: "split" }, tree, detail));
+    const ticks = el("div", { class: "ticks" });
+    for (let k = 0; k <= 4; k++) {
+      const tick = el("span", { class: "tick", text: fmtMs((total * k) / 4) });
+      tick.style.left = k * 25 + "%";
+      ticks.append(tick);
+    }
+    const axis = el("div", { class: "axis" }, el("span", { text: " span" }), ticks);
+    main.replaceChildren(head, legend, el("div", { class: "split" }, el("div", { class: "tree-wrap" }, axis, tree), detail));
 
     // Which spans are hidden under a collapsed parent; recomputed on toggle only.
     const collapsed = new Set();
@@ -351,7 +361,7 @@
           (i === selected ? " sel" : "");
         const toggle = hasKids[i] ? el("span", { class: "twisty", text: collapsed.has(i) ? "▸ " : "▾ " }) : el("span", { text: "  " });
         const name = el("div", { class: "span-name" }, toggle,
-          el("span", { class: "type type-" + sp.type.replace(/[^A-Z_]/g, ""), text: sp.type.slice(0, 3), title: sp.type }),
+          el("span", { class: "type type-" + sp.type.replace(/[^A-Z_]/g, ""), text: typeLabel(sp.type), title: sp.type }),
           el("span", { class: "sname", text: sp.name }),
           sp.status === "ERROR" ? el("span", { class: "err-mark", text: "!", title: "error" }) : null);
         name.style.paddingLeft = 4 + sp.depth * 14 + "px";
