@@ -237,6 +237,7 @@ def test_live_toggle_shows_a_trace_written_after_load(
         tracewire.shutdown()
         tracewire.configure(enabled=False)
     expect(page.locator("tr.trace-row td.name", has_text=name)).to_be_visible(timeout=15_000)
+    expect(page.locator("tr.trace-row.new", has_text=name)).to_have_count(1)  # marked as new
     watched.assert_clean()
 
 
@@ -248,6 +249,8 @@ def test_xss_payloads_render_as_text(watched: Watched, demo: tuple[Path, dict[st
     expect(row.locator("td.preview")).to_have_text(viewer_data.XSS[0])
     row.locator("td.name").click()
     expect(page.locator("#trace-name")).to_have_text(viewer_data.XSS[1])
+    page.locator("#trace-meta > summary").click()
+    expect(page.locator("#trace-meta")).to_contain_text(viewer_data.XSS[0])  # metadata "note"
     page.locator(".span-row").nth(0).click()
     expect(page.locator("#span-inputs")).to_contain_text("<script>")
     page.locator(".span-row").nth(1).click()

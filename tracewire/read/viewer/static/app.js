@@ -164,6 +164,7 @@
       if (location.hash !== hash) history.replaceState(null, "", hash);
     }
 
+    let shown = null;  // ids on the last load: live mode marks the rows that are new
     function row(t) {
       const box = el("input", { type: "checkbox", class: "pick", "aria-label": "select for compare" });
       box.checked = state.selected.has(t.trace_id);
@@ -204,7 +205,10 @@
         const body = await api("/api/traces?" + p.toString());
         if (ticket !== loading) return;
         errorSlot.replaceChildren();
-        tbody.replaceChildren(...body.traces.map(row));
+        const rows = body.traces.map(row);
+        if (shown && state.live) rows.forEach((r, k) => { if (!shown.has(body.traces[k].trace_id)) r.classList.add("new"); });
+        shown = new Set(body.traces.map((t) => t.trace_id));
+        tbody.replaceChildren(...rows);
         if (body.traces.length === 0) tbody.append(el("tr", null, el("td", { colspan: "10", class: "muted", text: "No traces match." })));
         state.next = body.next_cursor;
         status.textContent = "page " + (state.page + 1) + " · " + body.traces.length + " traces" +
@@ -308,6 +312,11 @@
       s.tokens !== null ? el("span", { text: s.tokens + " tokens" }) : null,
       el("span", { class: "muted", text: spans.length + " spans" }),
       el("a", { href: "#/compare/" + encodeURIComponent(s.trace_id), text: "compare…" }));
+    const info = view.info || {};
+    const meta = el("details", { class: "trace-meta", id: "trace-meta" }, el("summary", { text: "Trace metadata and tags" }),
+      jsonView({ client_request_id: info.client_request_id, request_preview: info.request_preview,
+        response_preview: info.response_preview, metadata: info.trace_metadata, tags: info.tags }));
+    head.append(meta);
     const critBtn = el("button", { type: "button", id: "crit-toggle", class: "on", text: "Critical path" });
     const legend = el("div", { class: "legend" }, critBtn,
       el("span", null, el("i", { class: "lg-crit" }), "critical path"),
