@@ -176,11 +176,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100,000 rows, 3 repeats")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--skip-list", action="store_true")
+    parser.add_argument("--skip-traces", action="store_true")
     args = parser.parse_args()
     rows = args.rows or (100_000 if args.quick else 1_000_000)
     repeats = 3 if args.quick else 5
     results = [] if args.skip_list else run_list(rows, repeats)
-    results += run_traces([1_000, 20_000], repeats)
+    if not args.skip_traces:
+        results += run_traces([1_000, 20_000], repeats)
     print(f"\n## Viewer latency ({rows:,}-trace table for the list; median of {repeats})\n")
     print("| case | seconds | results | target |")
     print("|---|---|---|---|")

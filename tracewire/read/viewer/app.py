@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_LIMIT = 500
 SESSION_MAX_TRACES = 1000
+WINDOW_MS = 86_400_000  # newest-first pages search the last day before their start first
 TRACE_CACHE = 4  # parsed traces kept: selecting spans and re-opening a big trace cost no re-read
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -134,8 +136,21 @@ class _Api:
             if ids:
                 clauses.append(f"trace_id NOT IN ({', '.join(_quote(i) for i in ids)})")
         order = ["execution_time_ms DESC", "timestamp_ms DESC"] if by_duration else ["timestamp_ms DESC"]
+        # Newest-first pages look at the last day before the page's start first: the time bound
+        # prunes the table to that day's partitions.  Only when that day holds too few matches
+        # is the whole table searched.  (The window's top rows are the global top: every newer
+        # row is inside it.)
+        windows: list[float | None] = [None]
+        if not by_duration:
+            anchor = cursor[0] if cursor is not None else time.time() * 1000
+            if since is None or anchor - WINDOW_MS > since:
+                windows = [anchor - WINDOW_MS, None]
         try:
-            found = self._search(" AND ".join(clauses), order, limit + 1)
+            for lower in windows:
+                bound = [] if lower is None else [f"timestamp_ms >= {lower!r}"]
+                found = self._search(" AND ".join(clauses + bound), order, limit + 1)
+                if len(found) > limit:
+                    break
         except SearchFilterError as exc:
             return _filter_error(exc)
         rows = [views.summary(t) for t in found[:limit]]
