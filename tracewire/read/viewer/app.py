@@ -42,7 +42,7 @@ MAX_LIMIT = 500
 SESSION_MAX_TRACES = 1000
 _SELECTIVE = {"session_id", "trace_id", "client_request_id"}
 WINDOWS_MS = (86_400_000, 7 * 86_400_000, 30 * 86_400_000)  # day, week, month before a page
-TRACE_CACHE = 4  # parsed traces kept: selecting spans and re-opening a big trace cost no re-read
+TRACE_CACHE = 4  # parsed traces and their pages kept: selecting spans, re-opening cost no re-read
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _HEADERS = [
@@ -96,6 +96,7 @@ class _Api:
         self.table = table
         self.storage_options = storage_options
         self._traces: OrderedDict[str, Trace] = OrderedDict()
+        self._bodies: OrderedDict[tuple[str, bool], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def _search(self, filter_string: str | None, order_by: list[str] | None, limit: int) -> list[Trace]:
@@ -210,11 +211,21 @@ class _Api:
         return trace
 
     def trace(self, request: Request) -> Response:
-        trace = self._cached(request.path_params["trace_id"])
-        if trace is None:
-            return _JSON({"error": {"message": "no such trace"}}, status_code=404)
+        trace_id = request.path_params["trace_id"]
         details = request.query_params.get("details", "1") not in ("0", "false")
-        return _JSON(views.trace_view(trace, details=details))
+        key = (trace_id, details)
+        with self._lock:
+            body = self._bodies.get(key)
+        if body is None:
+            trace = self._cached(trace_id)
+            if trace is None:
+                return _JSON({"error": {"message": "no such trace"}}, status_code=404)
+            body = orjson.dumps(views.trace_view(trace, details=details), option=orjson.OPT_NON_STR_KEYS)
+            with self._lock:
+                self._bodies[key] = body
+                while len(self._bodies) > TRACE_CACHE:
+                    self._bodies.popitem(last=False)
+        return Response(body, media_type="application/json")
 
     def span(self, request: Request) -> Response:
         trace = self._cached(request.path_params["trace_id"])

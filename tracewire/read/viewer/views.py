@@ -164,8 +164,8 @@ def find_span(trace: Trace, span_id: str) -> Span | None:
 def trace_view(trace: Trace, details: bool = True) -> dict[str, Any]:
     """The trace page's data: summary, info, spans in tree order, critical path, marks.
 
-    ``details=False`` leaves out each span's inputs/outputs/attributes/events (the page fetches
-    the selected span's alone): a 20,000-span trace then decodes and ships a fraction.
+    ``details=False`` leaves out each span's name path, inputs/outputs/attributes/events (the
+    page fetches the selected span's alone): a 20,000-span trace then decodes and ships less.
     """
     order = _tree_order(trace)
     start = min((s.start_time_ns for s in trace.data.spans), default=0)
@@ -176,7 +176,6 @@ def trace_view(trace: Trace, details: bool = True) -> dict[str, Any]:
             "span_id": span.span_id,
             "parent_id": span.parent_id,
             "name": span.name,
-            "path": path,
             "depth": depth,
             "type": span.span_type,
             "status": span.status_code,
@@ -185,6 +184,7 @@ def trace_view(trace: Trace, details: bool = True) -> dict[str, Any]:
             "duration_ms": span.duration_ms,
         }
         if details:
+            row["path"] = path
             row.update(span_detail(span))
         spans.append(row)
     root = _root(trace)
