@@ -26,6 +26,7 @@ SECTIONS = [
     ("memory", "benchmarks.bench_memory", "memory while the broker is down"),
     ("servers", "benchmarks.bench_servers", "uvicorn and gunicorn under wrk, tracing off vs on"),
     ("search", "benchmarks.bench_search", "search latency and consumer throughput"),
+    ("viewer", "benchmarks.bench_viewer", "tracewire ui: list API, big trace pages in chromium"),
 ]
 
 

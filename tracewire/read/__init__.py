@@ -1,4 +1,4 @@
-"""The read side: inference-table search, the Kafka consumer, the CLI, the viewer.
+"""The read side: inference-table search, the Kafka consumer, push, the CLI, the viewer.
 
 Never imported by the request path.
 """

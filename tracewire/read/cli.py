@@ -6,6 +6,7 @@
     tracewire consume --bootstrap-servers b:9092 --topic genai-traces --group ingest --table ./traces
     tracewire tail kafka://b:9092/genai-traces
     tracewire push ./traces --to mlflow+http://localhost:5000 --filter "status = 'ERROR'"
+    tracewire ui ./traces --port 5170 --open
 """
 
 from __future__ import annotations
@@ -224,6 +225,37 @@ def _push(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if stats.rejected == 0 else 1
 
 
+def _ui(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        import uvicorn
+
+        from tracewire.read.viewer import create_app
+    except ImportError as exc:
+        raise ValueError("the viewer needs the 'ui' extra: pip install 'tracewire[ui]'") from exc
+    table = args.table.removeprefix("delta:")
+    if table.startswith("jsonl:") or table.endswith((".jsonl", ".jsonl.gz")):
+        raise ValueError(f"{args.table}: the viewer reads Delta tables; search_traces does not read JSONL "
+                         "files yet (load it into a table with the delta: destination)")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}: traces hold user data, anyone who can reach "
+              "this address can read them", file=sys.stderr)
+    hosts = None if args.host in ("127.0.0.1", "localhost", "::1") else ["*"]
+    app = create_app(table, allowed_hosts=hosts)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown}:{args.port}/"
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+    out.write(f"tracewire ui: {table} at {url} (Ctrl-C to stop)\n")
+    out.flush()
+    if args.open:
+        import threading
+        import webbrowser
+
+        threading.Timer(0.5, webbrowser.open, [url]).start()
+    server.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tracewire", description="Read and maintain tracewire traces.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -290,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--limit", type=int, default=None, help="send at most N traces (the oldest)")
     push.add_argument("--batch-size", type=int, default=200, help="traces per export call")
     push.set_defaults(run=_push)
+    ui = commands.add_parser("ui", help="browse traces in a local web app",
+                             description="Serve a read-only trace viewer for the table (list, trace, "
+                             "session and compare pages, JSON API under /api/).")
+    ui.add_argument("table", help="Delta table path or delta: URI")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5170)
+    ui.add_argument("--open", action="store_true", help="open the page in a browser")
+    ui.set_defaults(run=_ui)
     return parser
 
 
