@@ -6,24 +6,34 @@
 through and flushes the export pipeline once the app's own shutdown is complete.  The request
 body is teed from ``receive`` as the app reads it, the response from ``send`` as it goes out, so
 streams are neither buffered nor delayed and the span ends after the last body message (or when
-the app returns, whichever is later: background tasks are part of the request's trace).
+the app returns, whichever is later: background tasks are part of the request's trace).  Under
+another tracing middleware (a mounted sub-app with its own), the request joins the outer trace
+as a child span.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
+import tracewire
 from middleware import _request
-from middleware._body import BodyCapture
+from middleware._exchange import RequestTrace
 from middleware._types import ASGIApp, Message, Receive, Scope, Send
-from tracewire import context as _context
-from tracewire import runtime as _runtime
+from tracewire.instrumentation import RECORDER, activate, deactivate
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
+
+    from middleware._request import MiddlewareSettings
 
 logger = logging.getLogger("middleware")
-_STATE = _runtime.STATE
-_current = _context.current_span
-_now = _request.now_ns
+# Messages after which no more of the response is sent.
+_FILE_SENDS = frozenset({"http.response.pathsend", "http.response.zerocopysend"})
 
 
 class TracingMiddleware:
@@ -35,12 +45,12 @@ class TracingMiddleware:
     with ``tracewire.configure`` once, here.  A bad argument raises ``ValueError``.
     """
 
-    def __init__(self, app: ASGIApp, /, **settings: Any) -> None:
+    def __init__(self, app: ASGIApp, /, **settings: Unpack[MiddlewareSettings]) -> None:
         self.app = app
         self._cfg = _request.resolve(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _STATE.enabled and scope["type"] == "http":
+        if RECORDER.enabled and scope["type"] == "http":
             await self._traced(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self.app(scope, receive, _flushing_send(send))
@@ -65,119 +75,81 @@ class TracingMiddleware:
             if name is not None:
                 headers.setdefault(name, []).append(value)
         method: str = scope.get("method") or "GET"
-        root = _request.begin(cfg, method, path, headers)
-        if root is None:
+        exchange = RequestTrace.begin(cfg, method, path, headers)
+        if exchange is None:
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange(root, cfg, receive, send, headers)
-        root_path = scope.get("root_path", "")
-        token = _current.set(root)
+        responder = _Responder(exchange, receive, send)
+        token = activate(exchange.span)
         try:
-            await self.app(scope, exchange.receive, exchange.send)
+            await self.app(scope, responder.receive, responder.send)
         except BaseException as exc:
-            exchange.finish(scope, root_path, method, exc)
+            exchange.finish(_route_template(scope), exc, _query(scope))
             raise
         finally:
-            _current.reset(token)
-        exchange.finish(scope, root_path, method, None)
+            deactivate(token)
+        exchange.finish(_route_template(scope), None, _query(scope))
 
 
-class _Exchange:
-    """Per-request state: wraps ``receive`` and ``send`` and finishes the root span."""
+class _Responder:
+    """Per-request ``receive``/``send`` wrappers reporting to the request's ``RequestTrace``."""
 
-    __slots__ = (
-        "cfg", "complete", "disconnected", "end_ns", "first_byte_ns", "request_body", "request_type",
-        "response_body", "response_type", "root", "status", "trace_header", "upstream_receive",
-        "upstream_send",
-    )
+    __slots__ = ("exchange", "trace_header", "upstream_receive", "upstream_send")
 
-    def __init__(self, root: Any, cfg: _request.RequestConfig, receive: Receive, send: Send,
-                 headers: dict[str, list[bytes]]) -> None:
-        self.root = root
-        self.cfg = cfg
+    def __init__(self, exchange: RequestTrace, receive: Receive, send: Send) -> None:
+        self.exchange = exchange
         self.upstream_receive = receive
         self.upstream_send = send
-        cap = root._live.max_value_bytes if root._live is not None else _request.value_cap()
-        self.request_body = BodyCapture(cap) if cfg.capture_bodies else None
-        self.response_body = BodyCapture(cap) if cfg.capture_bodies else None
-        content_type = headers.get("content-type")
-        self.request_type = content_type[0].decode("latin-1") if content_type else ""
-        self.response_type = ""
-        self.status: int | None = None
-        self.first_byte_ns: int | None = None
-        self.end_ns: int | None = None
-        self.complete = False
-        self.disconnected = False
-        self.trace_header = (cfg.trace_id_header.encode("latin-1"),
-                             root.trace_id.encode("ascii"))
+        # A nested request's span is in the outer trace, whose middleware sets the header.
+        self.trace_header = None if exchange.nested else (
+            exchange.cfg.trace_id_header.encode("latin-1"), exchange.trace_id.encode("ascii")
+        )
 
     async def receive(self) -> Message:
         message = await self.upstream_receive()
         try:
             kind = message["type"]
             if kind == "http.request":
-                if self.request_body is not None:
-                    self.request_body.add(message.get("body") or b"")
-            elif kind == "http.disconnect" and not self.complete:
-                self.disconnected = True
+                self.exchange.request_chunk(message.get("body") or b"")
+            elif kind == "http.disconnect":
+                self.exchange.client_disconnected()
         except Exception:
             logger.exception("tracewire: could not record a request message")
         return message
 
     async def send(self, message: Message) -> None:
+        exchange = self.exchange
         try:
             kind = message["type"]
             if kind == "http.response.body":
-                body = message.get("body") or b""
-                if body:
-                    if self.first_byte_ns is None:
-                        self.first_byte_ns = _now()
-                    if self.response_body is not None:
-                        self.response_body.add(body)
+                exchange.response_chunk(message.get("body") or b"")
                 if not message.get("more_body", False):
-                    self.complete = True
-                    self.end_ns = _now()
+                    exchange.response_ended()
             elif kind == "http.response.start":
-                self.status = int(message["status"])
                 headers = list(message.get("headers") or ())
+                content_type = ""
                 for key, value in headers:
                     if key.lower() == b"content-type":
-                        self.response_type = value.decode("latin-1")
-                headers.append(self.trace_header)
-                message = {**message, "headers": headers}
-            elif kind == "http.response.pathsend":
-                self.complete = True
-                self.end_ns = _now()
+                        content_type = value.decode("latin-1")
+                exchange.response_started(int(message["status"]), content_type)
+                if self.trace_header is not None:
+                    headers.append(self.trace_header)
+                    message = {**message, "headers": headers}
+            elif kind in _FILE_SENDS:
+                exchange.response_ended()
         except Exception:
             logger.exception("tracewire: could not record a response message")
         try:
             await self.upstream_send(message)
         except BaseException as exc:
             if _request.is_disconnect(exc):
-                self.disconnected = True
+                exchange.client_disconnected()
             raise
 
-    def finish(self, scope: Scope, root_path: str, method: str, exc: BaseException | None) -> None:
-        _request.finish(
-            self.root,
-            self.cfg,
-            method=method,
-            route=_route_template(scope, root_path),
-            status=self.status,
-            exc=exc,
-            request_body=self.request_body,
-            request_type=self.request_type,
-            response_body=self.response_body,
-            response_type=self.response_type,
-            query=_query(scope),
-            first_byte_ns=self.first_byte_ns,
-            response_end_ns=self.end_ns,
-            disconnected=self.disconnected and not self.complete,
-        )
 
-
-def _route_template(scope: Scope, root_path: str) -> str | None:
-    """The matched route's template, with the prefixes of the mounts it is under."""
+def _route_template(scope: Scope) -> str | None:
+    """The matched route's template under the path the app is mounted at (``root_path``, the
+    mounts' prefixes): ``/api/v2/users/{user_id}``, as OpenTelemetry records ``http.route``."""
     try:
         route = scope.get("route")
         if route is None:
@@ -185,20 +157,27 @@ def _route_template(scope: Scope, root_path: str) -> str | None:
         template = getattr(route, "path_format", None) or getattr(route, "path", None)
         if not isinstance(template, str):
             return None
-        mounted: str = scope.get("root_path", "")
-        prefix = mounted[len(root_path):] if mounted.startswith(root_path) else ""
+        mounted = scope.get("root_path") or ""
+        if not isinstance(mounted, str):
+            mounted = ""
         if hasattr(route, "routes"):
             # A Mount whose app routed nothing further: root_path already holds the mount's path.
-            return prefix + "/{path}"
-        return prefix + template
+            return mounted + "/{path}"
+        return mounted + template
     except Exception:
         logger.debug("tracewire: no route template", exc_info=True)
         return None
 
 
 def _query(scope: Scope) -> str:
-    raw = scope.get("query_string") or b""
-    return raw.decode("latin-1") if raw else ""
+    """The query string, whatever type a (non-conforming) server put in the scope."""
+    raw: Any = scope.get("query_string") or b""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return bytes(raw).decode("latin-1")
+    except Exception:
+        return ""
 
 
 def _flushing_send(send: Send) -> Send:
@@ -212,16 +191,15 @@ def _flushing_send(send: Send) -> Send:
 
 async def _flush() -> None:
     """Flush traces of the requests served so far, off the event loop thread."""
-    if _runtime.pipeline(create=False) is None:
+    if not tracewire.stats()["accepted"]:
         return
-    timeout = _STATE.settings.shutdown_timeout
+    timeout = RECORDER.settings.shutdown_timeout
     try:
         try:
             import anyio.to_thread
         except ImportError:
-            _runtime.flush(timeout)
+            tracewire.flush(timeout)
             return
-        await anyio.to_thread.run_sync(_runtime.flush, timeout)
+        await anyio.to_thread.run_sync(tracewire.flush, timeout)
     except Exception:
         logger.exception("tracewire: flush at lifespan shutdown failed")
-

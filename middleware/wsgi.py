@@ -15,31 +15,37 @@ import logging
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import tracewire  # noqa: F401  (tracewire.configure through _request.resolve)
 from middleware import _request
-from middleware._body import BodyCapture
+from middleware._exchange import RequestTrace
 from middleware._types import Environ, ExcInfo, Headers, StartResponse, WSGIApp
-from tracewire import context as _context
-from tracewire import runtime as _runtime
+from tracewire.instrumentation import RECORDER, activate, current_live_span, deactivate
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
+
+    from middleware._body import BodyCapture
+    from middleware._request import MiddlewareSettings
 
 logger = logging.getLogger("middleware")
-_STATE = _runtime.STATE
-_current = _context.current_span
-_now = _request.now_ns
 
 
 class TracingWSGIMiddleware:
     """Trace every request of a WSGI app; keyword arguments as for ``TracingMiddleware``."""
 
-    def __init__(self, app: WSGIApp, **settings: Any) -> None:
+    def __init__(self, app: WSGIApp, /, **settings: Unpack[MiddlewareSettings]) -> None:
         self.app = app
         self._cfg = _request.resolve(settings)
         self._trace_header = "-".join(p.capitalize() for p in self._cfg.trace_id_header.split("-"))
         _record_flask_errors(app)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if not _STATE.enabled:
+        if not RECORDER.enabled:
             return self.app(environ, start_response)
         return self._traced(environ, start_response)
 
@@ -60,111 +66,69 @@ class TracingWSGIMiddleware:
             if value is not None:
                 headers[name] = [value.encode("latin-1", "replace")]
         method = str(environ.get("REQUEST_METHOD") or "GET")
-        root = _request.begin(cfg, method, path, headers)
-        if root is None:
+        request = RequestTrace.begin(cfg, method, path, headers)
+        if request is None:
             return self.app(environ, start_response)
-        exchange = _Exchange(root, self, environ, start_response, method, script_name)
-        if exchange.request_body is not None and environ.get("wsgi.input") is not None:
-            environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], exchange.request_body)
-        token = _current.set(root)
+        exchange = _Exchange(request, self, environ, start_response, script_name)
+        if request.request_body is not None and environ.get("wsgi.input") is not None:
+            environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], request.request_body)
+        token = activate(request.span)
         try:
             result = self.app(environ, exchange.start_response)
             return _ClosingIterator(result, exchange)
         except BaseException as exc:
-            exchange.failed_before_body()
+            request.failed_before_body()
             exchange.finish(exc)
             raise
         finally:
-            _current.reset(token)
+            deactivate(token)
 
 
 class _Exchange:
-    """Per-request state: wraps ``start_response`` and finishes the root span at close."""
+    """Per-request WSGI state: wraps ``start_response`` and finishes the request at close."""
 
-    __slots__ = (
-        "complete", "end_ns", "environ", "error", "first_byte_ns", "method", "request_body",
-        "response_body", "response_type", "root", "route", "script_name", "status", "tracing",
-        "upstream_start",
-    )
+    __slots__ = ("environ", "error", "request", "route", "script_name", "tracing", "upstream_start")
 
-    def __init__(self, root: Any, tracing: TracingWSGIMiddleware, environ: Environ,
-                 start_response: StartResponse, method: str, script_name: str) -> None:
-        self.root = root
+    def __init__(self, request: RequestTrace, tracing: TracingWSGIMiddleware, environ: Environ,
+                 start_response: StartResponse, script_name: str) -> None:
+        self.request = request
         self.tracing = tracing
         self.environ = environ
         self.upstream_start = start_response
-        self.method = method
         self.script_name = script_name
-        cap = root._live.max_value_bytes if root._live is not None else _request.value_cap()
-        capture = tracing._cfg.capture_bodies
-        self.request_body = BodyCapture(cap) if capture else None
-        self.response_body = BodyCapture(cap) if capture else None
-        self.response_type = ""
-        self.status: int | None = None
         self.route: str | None = None
-        self.first_byte_ns: int | None = None
-        self.end_ns: int | None = None
-        self.complete = False
         self.error: BaseException | None = None
 
     def start_response(
         self, status: str, headers: Headers, exc_info: ExcInfo | None = None, /
     ) -> Callable[[bytes], object]:
+        request = self.request
         try:
-            self.status = int(status[:3])
-            for key, value in headers:
-                if key.lower() == "content-type":
-                    self.response_type = value
+            content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+            request.response_started(int(status[:3]), content_type)
             # Flask's request context is still active here and is gone once the app returns.
             rule = getattr(getattr(self.environ.get("werkzeug.request"), "url_rule", None), "rule", None)
             if isinstance(rule, str):
                 self.route = self.script_name + rule
-            headers = [*headers, (self.tracing._trace_header, self.root.trace_id)]
+            if not request.nested:
+                headers = [*headers, (self.tracing._trace_header, request.trace_id)]
         except Exception:
             logger.exception("tracewire: could not record the response start")
         write = self.upstream_start(status, headers, exc_info)
-        if self.response_body is None:
+        if request.response_body is None:
             return write
 
         def tee_write(data: bytes) -> object:
-            self.chunk(data)
+            request.response_chunk(data)
             return write(data)
 
         return tee_write
 
-    def failed_before_body(self) -> None:
-        """The app raised before any body byte: the server answers 500, whatever was started."""
-        if self.first_byte_ns is None:
-            self.status = 500
-
-    def chunk(self, data: bytes) -> None:
-        if data:
-            if self.first_byte_ns is None:
-                self.first_byte_ns = _now()
-            if self.response_body is not None:
-                self.response_body.add(data)
-
     def finish(self, exc: BaseException | None) -> None:
-        if self.complete is False and exc is None and self.end_ns is None and self.status is not None:
-            disconnected = True  # closed before the last chunk: the client went away
-        else:
-            disconnected = False
-        _request.finish(
-            self.root,
-            self.tracing._cfg,
-            method=self.method,
-            route=self.route,
-            status=self.status,
-            exc=exc,
-            request_body=self.request_body,
-            request_type=self.environ.get("CONTENT_TYPE") or "",
-            response_body=self.response_body,
-            response_type=self.response_type,
-            query=_text(self.environ.get("QUERY_STRING", "")),
-            first_byte_ns=self.first_byte_ns,
-            response_end_ns=self.end_ns,
-            disconnected=disconnected,
-        )
+        request = self.request
+        if not request.complete and exc is None and request.status is not None:
+            request.client_disconnected()  # closed before the last chunk: the client went away
+        request.finish(self.route, exc, _text(self.environ.get("QUERY_STRING", "")))
 
 
 class _ClosingIterator:
@@ -182,29 +146,29 @@ class _ClosingIterator:
 
     def __next__(self) -> bytes:
         exchange = self._exchange
-        # Generators producing the body run here, after the app returned: keep the root current.
-        token = _current.set(exchange.root)
+        request = exchange.request
+        # Generators producing the body run here, after the app returned: keep the span current.
+        token = activate(request.span)
         try:
             chunk = next(self._iterator)
         except StopIteration:
-            exchange.complete = True
-            exchange.end_ns = _now()
+            request.response_ended()
             raise
         except BaseException as exc:
             exchange.error = exc
-            exchange.failed_before_body()
+            request.failed_before_body()
             raise
         finally:
-            _current.reset(token)
+            deactivate(token)
         try:
-            exchange.chunk(chunk)
+            request.response_chunk(chunk)
         except Exception:
             logger.exception("tracewire: could not record a response chunk")
         return chunk
 
     def close(self) -> None:
         exchange = self._exchange
-        token = _current.set(exchange.root)
+        token = activate(exchange.request.span)
         try:
             close = getattr(self._result, "close", None)
             if close is not None:
@@ -213,7 +177,7 @@ class _ClosingIterator:
             exchange.error = exchange.error or exc
             raise
         finally:
-            _current.reset(token)
+            deactivate(token)
             exchange.finish(exchange.error)
 
 
@@ -285,8 +249,8 @@ def _record_flask_errors(app: Any) -> None:
     _flask_apps.add(owner)
 
     def on_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
-        span = _current.get()
-        if span is not None and span.parent_id is None and span._live is not None:
+        span = current_live_span()
+        if span is not None and span.parent_id is None and span.live_trace is not None:
             span.record_exception(exception)
 
     flask.got_request_exception.connect(on_exception, owner, weak=False)

@@ -26,6 +26,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
+from tracewire.encoding import truncation_marker
 from tracewire.keys import TRACE_ID_PREFIX, SpanAttributeKey, TraceMetadataKey
 from tracewire.model import Trace
 
@@ -275,8 +276,8 @@ def shrink(trace: Trace, budget: int, *, semconv: bool = True) -> bytes:
         while candidates and excess > 0:
             size, span, key = candidates.pop(0)
             text = span.raw_attribute(key) or ""
-            span.set_attribute(key, {"tracewire.truncated": True, "original_size": len(text.encode()),
-                                     "preview": str(_loads(text))[:_PREVIEW_CHARS]})
+            marker = truncation_marker(len(text.encode()), str(_loads(text))[:_PREVIEW_CHARS])
+            span.raw_attributes[key] = orjson.dumps(marker).decode()
             # inputs/outputs also go out as input.value/output.value
             excess -= size * (2 if semconv and key in (SpanAttributeKey.INPUTS, SpanAttributeKey.OUTPUTS)
                               else 1)

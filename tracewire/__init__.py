@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracewire import runtime as _runtime
+from tracewire import runtime
 from tracewire.config import Settings
 from tracewire.export.destinations import register_scheme
 from tracewire.export.record import TraceRecord
@@ -40,24 +40,24 @@ def configure(**kwargs: Any) -> Settings:
     instances.  Re-configuring flushes and replaces the current export pipeline.
     A bad argument raises ``ValueError``.
     """
-    return _runtime.configure(**kwargs)
+    return runtime.configure(**kwargs)
 
 
 def flush(timeout: float = 5.0) -> bool:
     """Block until every trace finished so far is exported; False if ``timeout`` ran out."""
-    return _runtime.flush(timeout)
+    return runtime.flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> None:
     """Flush (within ``timeout``, default ``TRACING_SHUTDOWN_TIMEOUT``) and stop exporting."""
-    _runtime.shutdown(timeout)
+    runtime.shutdown(timeout)
 
 
 def stats() -> dict[str, Any]:
     """Pipeline counters: accepted, sampled_out, dropped_full, truncated, exported and
     export_errors per sink, queue_traces, queue_bytes, and a per-sink breakdown; and the
     ``TracingClient`` registry's client_traces_open and client_traces_evicted."""
-    return _runtime.stats()
+    return runtime.stats()
 
 
 def search_traces(
@@ -79,7 +79,7 @@ def search_traces(
 
 def is_enabled() -> bool:
     """Whether tracing is on in this process (``ENABLE_TRACING`` / ``configure(enabled=)``)."""
-    return _runtime.is_enabled()
+    return runtime.is_enabled()
 
 
 __all__ = [

@@ -51,7 +51,7 @@ def _number(kind: type, low: float, high: float | None = None) -> Callable[[Any]
     return parse
 
 
-def _str_list(value: Any) -> tuple[str, ...]:
+def str_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     if isinstance(value, (list, tuple)):
@@ -60,7 +60,7 @@ def _str_list(value: Any) -> tuple[str, ...]:
 
 
 def _regex_list(value: Any) -> tuple[str, ...]:
-    patterns = _str_list(value)
+    patterns = str_list(value)
     for pattern in patterns:
         try:
             re.compile(pattern)
@@ -74,7 +74,7 @@ def _env_mapping(value: Any) -> tuple[tuple[str, str], ...]:
         items = [(str(k), str(v)) for k, v in value.items()]
     else:
         items = []
-        for part in _str_list(value):
+        for part in str_list(value):
             key, sep, env = part.partition("=")
             if not sep or not key.strip() or not env.strip():
                 raise ValueError(f"expected key=ENV_VAR pairs, got {part!r}")
@@ -141,7 +141,7 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("enabled", "ENABLE_TRACING", False, parse_bool, "master switch"),
-    Setting("destination", "TRACING_DESTINATION", ("delta:./traces",), _str_list,
+    Setting("destination", "TRACING_DESTINATION", ("delta:./traces",), str_list,
             "sink URIs, comma-separated: kafka://h:p/topic, delta:PATH, jsonl:PATH, memory:"),
     Setting("sample_rate", "TRACING_SAMPLE_RATE", 1.0, _number(float, 0.0, 1.0),
             "head sampling rate, decided from the trace id at request start"),
@@ -184,7 +184,7 @@ SETTINGS: tuple[Setting, ...] = (
             "header copied to metadata mlflow.trace.user"),
     Setting("trace_id_header", "TRACING_TRACE_ID_HEADER", "x-trace-id", _header_name,
             "response header carrying the trace id"),
-    Setting("redact_fields", "TRACING_REDACT_FIELDS", DEFAULT_REDACT_FIELDS, _str_list,
+    Setting("redact_fields", "TRACING_REDACT_FIELDS", DEFAULT_REDACT_FIELDS, str_list,
             "values named with one of these words (case-insensitive; *word: only as the last word) "
             "replaced by [REDACTED] in bodies, query strings, span inputs/outputs, metadata, tags"),
     Setting("otlp_headers", "TRACING_OTLP_HEADERS", Headers(), _headers,

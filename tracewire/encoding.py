@@ -171,3 +171,11 @@ def marker_from_json(raw: bytes) -> str:
     """The truncation marker for an encoded value, decoding only its preview."""
     preview = raw[: PREVIEW_CHARS * 4].decode("utf-8", "ignore")[:PREVIEW_CHARS]
     return orjson.dumps(truncation_marker(len(raw), preview)).decode()
+
+
+def loads_or_text(text: str) -> Any:
+    """An attribute's value from its JSON text (the text itself if it is not JSON)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text

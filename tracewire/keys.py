@@ -37,6 +37,7 @@ class SpanAttributeKey:
     INPUTS = "mlflow.spanInputs"
     OUTPUTS = "mlflow.spanOutputs"
     CHAT_USAGE = "mlflow.chat.tokenUsage"
+    FUNCTION_NAME = "mlflow.spanFunctionName"
 
 
 class TraceMetadataKey:
@@ -47,6 +48,9 @@ class TraceMetadataKey:
     SAMPLING_FRACTION = "tracewire.sampling_fraction"
     TRUNCATED = "tracewire.truncated"
     SIZE_BYTES = "tracewire.size_bytes"
+    LOGGING_ERROR_CODES = "tracewire.logging_error_codes"  # the inference table's column, in the JSON
+    TRUNCATION_COUNTS = "tracewire.truncation"  # what truncation removed: "spans_dropped=3,span_values=1"
+    REJECTED_HEADERS = "tracewire.rejected_headers"
 
 
 class TraceTagKey:

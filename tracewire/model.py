@@ -1,8 +1,9 @@
-"""Span and Trace entities, serialized in the shape of MLflow's V3 ``Trace.to_dict()``.
+"""The read-only model: ``Trace``, ``TraceInfo``, ``TraceData``, ``Span``, ``SpanEvent``, in the
+shape of MLflow's V3 ``Trace.to_dict()``.
 
-A ``Span`` is the same object while it is live (recording) and after it was read back from JSON.
 Attribute values are kept as JSON text, as MLflow stores them, so serializing a finished trace
-never re-encodes user values.
+never re-encodes user values.  Nothing here records: live spans and traces are the recording
+layer's (``tracewire.recording.live``).
 """
 
 from __future__ import annotations
@@ -11,27 +12,18 @@ import base64
 import datetime as _dt
 import re
 import time
-import traceback
 from binascii import b2a_base64 as _b2a
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from tracewire import encoding as _encoding
-from tracewire import redaction as _redaction
+from tracewire.encoding import loads_or_text
 from tracewire.keys import TRACE_ID_PREFIX, SpanAttributeKey, SpanType, TraceMetadataKey
 
-_orjson_dumps = orjson.dumps
-
-if TYPE_CHECKING:
-    from tracewire.recording.live import LiveTrace
-
-_time_ns = time.time_ns
-
-
-_STATUS_TO_OTEL = {"OK": "STATUS_CODE_OK", "ERROR": "STATUS_CODE_ERROR", "UNSET": "STATUS_CODE_UNSET"}
-_OTEL_TO_STATUS = {v: k for k, v in _STATUS_TO_OTEL.items()}
+STATUS_TO_OTEL = {"OK": "STATUS_CODE_OK", "ERROR": "STATUS_CODE_ERROR", "UNSET": "STATUS_CODE_UNSET"}
+_OTEL_TO_STATUS = {v: k for k, v in STATUS_TO_OTEL.items()}
 
 
 def _b64(hex_id: str) -> str:
@@ -95,17 +87,15 @@ class SpanEvent:
 
 
 class Span:
-    """One unit of work in a trace.
+    """One unit of work in a finished trace, as read back (MLflow's ``Span``).
 
-    Live spans are created by ``tracewire.start_span``, ``@tracewire.trace`` or
-    ``TracingClient``; they record until ended.  Every setter is safe to call with any value and
-    never raises because of tracing.
+    The spans being recorded are ``LiveSpan`` (``tracewire.recording.live``), which add the
+    setters; this class only reads and serializes.
     """
 
     __slots__ = (
         "_attributes",
         "_events",
-        "_live",
         "end_time_ns",
         "name",
         "parent_id",
@@ -124,7 +114,6 @@ class Span:
         name: str,
         start_time_ns: int,
         attributes: dict[str, str] | None = None,
-        live: LiveTrace | None = None,
     ):
         self.trace_id = trace_id
         self.span_id = span_id
@@ -136,7 +125,6 @@ class Span:
         self.status_code = "UNSET"
         self.status_message = ""
         self._events: list[SpanEvent] | None = None  # most spans have none: allocate lazily
-        self._live = live
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -164,7 +152,7 @@ class Span:
     @property
     def attributes(self) -> dict[str, Any]:
         """All attributes, decoded from their JSON text."""
-        return {k: _loads(v) for k, v in self._attributes.items()}
+        return {k: loads_or_text(v) for k, v in self._attributes.items()}
 
     @property
     def status(self) -> str:
@@ -178,136 +166,17 @@ class Span:
 
     def get_attribute(self, key: str) -> Any:
         raw = self._attributes.get(key)
-        return None if raw is None else _loads(raw)
+        return None if raw is None else loads_or_text(raw)
 
     def raw_attribute(self, key: str) -> str | None:
         """The attribute's JSON text as stored (what goes on the wire)."""
         return self._attributes.get(key)
 
-    # -- recording -----------------------------------------------------------------------------
-    def _encode(self, key: str, value: Any) -> str:
-        """JSON text of ``value`` for attribute ``key``, capped at the trace's value limit."""
-        live = self._live
-        if live is None:
-            return _encoding.dumps(value)
-        limit = live.max_value_bytes
-        # Fast path: orjson straight away unless the value is a huge str/bytes (then cut it
-        # without encoding it at all, in dumps_capped).
-        if not (isinstance(value, (str, bytes, bytearray)) and len(value) > limit):
-            try:
-                raw = _orjson_dumps(value, default=_encoding._default, option=_encoding._OPTIONS)
-            except Exception:
-                raw = None
-            if raw is not None:
-                if len(raw) <= limit:
-                    live.approx_bytes += len(raw)
-                    return raw.decode()
-                live.note_truncated(self, key)
-                text = _encoding.marker_from_json(raw)
-                live.approx_bytes += len(text)
-                return text
-        text, truncated = _encoding.dumps_capped(value, limit)
-        if truncated:
-            live.note_truncated(self, key)
-        live.approx_bytes += len(text)
-        return text
-
-    def set_inputs(self, inputs: Any) -> None:
-        """Record the inputs; values named like secrets are redacted (``tracewire.redaction``)."""
-        inputs = _redaction.redact(inputs)
-        self._attributes[SpanAttributeKey.INPUTS] = self._encode(SpanAttributeKey.INPUTS, inputs)
-
-    def set_outputs(self, outputs: Any) -> None:
-        """Record the outputs; values named like secrets are redacted."""
-        outputs = _redaction.redact(outputs)
-        self._attributes[SpanAttributeKey.OUTPUTS] = self._encode(SpanAttributeKey.OUTPUTS, outputs)
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        if type(key) is not str:
-            key = str(key)
-        kind = type(value)
-        live = self._live
-        # Fast path for the scalars that make up most attributes: a short string cannot exceed
-        # the value cap (JSON escaping grows a character to at most 6 bytes).
-        if live is not None and (
-            kind is bool or kind is float or (kind is str and len(value) * 6 < live.max_value_bytes)
-            or (kind is int and -(2**63) <= value < 2**64)
-        ):
-            try:
-                raw = _orjson_dumps(value)
-            except TypeError:  # a str with lone surrogates: _encode escapes them
-                raw = None
-            if raw is not None:
-                live.approx_bytes += len(raw)
-                self._attributes[key] = raw.decode()
-                return
-        self._attributes[key] = self._encode(key, value)
-        if key == SpanAttributeKey.CHAT_USAGE and live is not None:
-            live.record_usage(self.span_id, value)
-
-    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        set_attribute = self.set_attribute
-        for key, value in attributes.items():
-            set_attribute(key, value)
-
-    def set_span_type(self, span_type: str) -> None:
-        self._attributes[SpanAttributeKey.SPAN_TYPE] = _encoding.dumps(str(span_type))
-
-    def set_status(self, code: str, message: str = "") -> None:
-        """Set the status: ``"OK"``, ``"ERROR"`` (or ``"UNSET"``); other values are ignored."""
-        code = str(getattr(code, "value", code)).upper().removeprefix("STATUS_CODE_")
-        if code in _STATUS_TO_OTEL:
-            self.status_code = code
-            self.status_message = str(message or "")
-
-    def add_event(
-        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp_ns: int | None = None
-    ) -> None:
-        attrs = {str(k): _event_value(v) for k, v in (attributes or {}).items()}
-        self.events.append(SpanEvent(str(name), timestamp_ns or _time_ns(), attrs))
-
-    def record_exception(self, exc: BaseException) -> None:
-        """Add an ``exception`` event (type, message, stacktrace) and set status ERROR."""
-        try:
-            stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        except Exception:
-            stack = ""
-        self.add_event(
-            "exception",
-            {
-                "exception.type": type(exc).__name__,
-                "exception.message": _safe_str(exc),
-                "exception.stacktrace": stack,
-            },
-        )
-        self.set_status("ERROR", f"{type(exc).__name__}: {_safe_str(exc)}")
-
-    def _end_with_outputs(self, outputs: Any) -> None:
-        """The decorator's success path: set outputs and end, in one call."""
-        if self.end_time_ns is None:
-            outputs = _redaction.redact(outputs)
-            self._attributes[SpanAttributeKey.OUTPUTS] = self._encode(SpanAttributeKey.OUTPUTS, outputs)
-            self.end_time_ns = _time_ns()
-            if self.status_code == "UNSET":
-                self.status_code = "OK"
-            live = self._live
-            if live is not None:
-                live.span_ended(self)
-
-    def end(self, outputs: Any = None, status: str | None = None) -> None:
-        """End the span (idempotent).  Ending a trace's root span finishes the trace."""
-        if self.end_time_ns is not None:
-            return
-        if outputs is not None:
-            self.set_outputs(outputs)
-        if status is not None:
-            self.set_status(status)
-        self.end_time_ns = _time_ns()
-        if self.status_code == "UNSET":
-            self.status_code = "OK"
-        live = self._live
-        if live is not None:
-            live.span_ended(self)
+    @property
+    def raw_attributes(self) -> dict[str, str]:
+        """Every attribute as its JSON text: the wire form (the export layer finishing a trace
+        redacts and truncates these in place)."""
+        return self._attributes
 
     # -- serialization ---------------------------------------------------------------------------
     def to_dict(self, trace_id_b64: str | None = None) -> dict[str, Any]:
@@ -319,7 +188,7 @@ class Span:
             "start_time_unix_nano": self.start_time_ns,
             "end_time_unix_nano": self.end_time_ns,
             "events": [event.to_dict() for event in self._events] if self._events else [],
-            "status": {"code": _STATUS_TO_OTEL[self.status_code], "message": self.status_message},
+            "status": {"code": STATUS_TO_OTEL[self.status_code], "message": self.status_message},
             "attributes": self._attributes,
         }
 
@@ -327,7 +196,7 @@ class Span:
     def from_dict(cls, data: Mapping[str, Any]) -> Span:
         attributes = {str(k): v if isinstance(v, str) else _encoding.dumps(v)
                       for k, v in (data.get("attributes") or {}).items()}
-        trace_id = _loads(attributes.get(SpanAttributeKey.REQUEST_ID, "null"))
+        trace_id = loads_or_text(attributes.get(SpanAttributeKey.REQUEST_ID, "null"))
         if not trace_id:
             trace_id = TRACE_ID_PREFIX + _hex_from_b64_or_hex(str(data["trace_id"]), 32)
         parent = data.get("parent_span_id")
@@ -413,7 +282,7 @@ class TraceInfo:
     @property
     def token_usage(self) -> dict[str, int] | None:
         raw = self.trace_metadata.get(TraceMetadataKey.TOKEN_USAGE)
-        return None if raw is None else _loads(raw)
+        return None if raw is None else loads_or_text(raw)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -475,20 +344,16 @@ class TraceData:
 class Trace:
     """A finished trace: ``info`` plus ``data.spans``; JSON-compatible with MLflow V3."""
 
-    __slots__ = ("approx_bytes", "data", "info", "logging_error_codes")
+    __slots__ = ("data", "info", "logging_error_codes")
 
     def __init__(self, info: TraceInfo, data: TraceData):
         self.info = info
         self.data = data
-        self.approx_bytes = 0
         self.logging_error_codes: list[str] = []
 
     @property
     def trace_id(self) -> str:
         return self.info.trace_id
-
-    def to_trace(self) -> Trace:
-        return self
 
     @property
     def root_span(self) -> Span | None:
@@ -524,21 +389,3 @@ def default_trace_location(experiment_id: str = "0") -> dict[str, Any]:
     return {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}}
 
 
-def _loads(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
-
-
-def _safe_str(value: Any) -> str:
-    try:
-        return str(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
-
-
-def _event_value(value: Any) -> Any:
-    if isinstance(value, (str, bool, int, float)):
-        return value
-    return _encoding.dumps(value)

@@ -22,7 +22,6 @@ from urllib.parse import unquote_plus
 import orjson
 
 from tracewire import encoding as _encoding
-from tracewire import runtime as _runtime
 from tracewire.config import DEFAULT_REDACT_FIELDS
 
 REDACTED = "[REDACTED]"
@@ -259,17 +258,22 @@ def _unescape(match: re.Match[str]) -> str:
     return _SIMPLE_ESCAPES.get(char, char)
 
 
-_policy: Redactor | None = None
+_policy = Redactor()
+# A JSON key: a string token followed by a colon.  A scan from the left never starts inside a
+# string at an unescaped quote, so no match can swallow a real key (extra matches are harmless).
+_JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
+
+
+def use(fields: Iterable[str]) -> None:
+    """Set the process's policy (``tracewire.runtime`` does, from ``TRACING_REDACT_FIELDS``)."""
+    global _policy
+    if tuple(fields) != _policy.fields:
+        _policy = Redactor(fields)
 
 
 def policy() -> Redactor:
     """The process's policy, from the ``redact_fields`` setting (``TRACING_REDACT_FIELDS``)."""
-    global _policy
-    fields = _runtime.STATE.settings.redact_fields
-    current = _policy
-    if current is None or (current.fields is not fields and current.fields != fields):
-        current = _policy = Redactor(fields)
-    return current
+    return _policy
 
 
 def redact(value: Any) -> Any:
@@ -277,9 +281,31 @@ def redact(value: Any) -> Any:
     if type(value) in _LEAVES:
         return value
     current = _policy
-    if current is None or current.fields is not _runtime.STATE.settings.redact_fields:
-        current = policy()
     try:
         return current._walk(value, 0)
     except _TooDeep:
         return current.redact(value)
+
+
+def redact_json(text: str) -> str:
+    """JSON text (a captured span input/output) with secret-named values replaced.
+
+    Runs on the export worker.  Most values name no secret: their keys are found with one regex
+    pass and looked up in the policy's verdict cache, and the text comes back unchanged.  Only a
+    value with a secret name is parsed, walked and encoded again."""
+    current = _policy
+    if not current._rules or ('":' not in text and '" :' not in text):
+        return text
+    is_secret = current.is_secret
+    for key in set(_JSON_KEY.findall(text)):
+        if "\\" in key:
+            key = _json_string('"' + key + '"')
+        if is_secret(key):
+            break
+    else:
+        return text
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return current.redact_json_text(text)
+    return _encoding.dumps(current.redact(value))

@@ -1,7 +1,9 @@
-"""Process-wide state: the resolved settings, the export pipeline, the process metadata.
+"""The process wiring: settings in force, the export pipeline, and the hook between them.
 
-Everything here is created lazily and re-created in a forked child, so ``import tracewire``
-costs nothing and gunicorn ``--preload`` workers each get their own export worker.
+Recording (``tracewire.recording``) knows nothing of export: ``configure`` hands it the settings
+and points ``RECORDER.on_finish`` at the pipeline's ``submit``.  The pipeline is created lazily —
+on the first finished trace — and again in a forked child, so ``import tracewire`` costs
+nothing and gunicorn ``--preload`` workers each get their own export worker.
 """
 
 from __future__ import annotations
@@ -9,70 +11,56 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
-from tracewire import config
-
-if TYPE_CHECKING:
-    from tracewire.export.pipeline import ExportPipeline, Finished
+from tracewire import config, redaction
+from tracewire.export.destinations import create_sinks, validate
+from tracewire.export.exporter import Exporter
+from tracewire.export.pipeline import ExportPipeline, empty_stats
+from tracewire.recording.client import registry_stats
+from tracewire.recording.live import LiveTrace
+from tracewire.recording.recorder import RECORDER
 
 logger = logging.getLogger(__name__)
 
 
-class _State:
+class _Process:
+    """The export side of this process (the recording side is ``RECORDER``)."""
+
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.settings = config.load()
-        self.enabled = self.settings.enabled
-        self.explicit_sinks: list[Any] | None = None
+        self.explicit_sinks: list[Exporter] | None = None
         self.pipeline: ExportPipeline | None = None
-        self.metadata: dict[str, str] | None = None
-        self.last_trace_id: str | None = None
 
 
-STATE = _State()
+PROCESS = _Process()
 
 
 def settings() -> config.Settings:
-    return STATE.settings
+    return RECORDER.settings
 
 
 def is_enabled() -> bool:
-    return STATE.enabled
-
-
-def process_metadata() -> dict[str, str]:
-    metadata = STATE.metadata
-    if metadata is None:
-        from tracewire.metadata import process_metadata as resolve
-
-        metadata = STATE.metadata = resolve(STATE.settings.metadata_from_env)
-    return metadata
+    return RECORDER.enabled
 
 
 def configure(**kwargs: Any) -> config.Settings:
     sinks = kwargs.pop("sinks", None)
     if sinks is not None:
-        sinks = list(sinks)
-        for sink in sinks:
-            if not callable(getattr(sink, "export", None)):
-                raise ValueError(f"sinks= takes Sink instances, got {sink!r}")
+        sinks = _check_sinks(sinks)
         if kwargs.get("enabled") is None and "ENABLE_TRACING" not in os.environ:
             # Handing sinks in code is an explicit opt-in (e.g. MemorySink in a test suite);
             # an ENABLE_TRACING set by the deployment still wins.
             kwargs["enabled"] = True
-    if "destination" in kwargs and kwargs["destination"] is not None:
-        from tracewire.export.destinations import validate
-
-        validate(config._str_list(kwargs["destination"]))
+    if kwargs.get("destination") is not None:
+        validate(config.str_list(kwargs["destination"]))
     new = config.load(**kwargs)
-    with STATE.lock:
-        old = STATE.pipeline
-        STATE.pipeline = None
-        STATE.settings = new
-        STATE.explicit_sinks = sinks
-        STATE.metadata = None
-        STATE.enabled = new.enabled
+    with PROCESS.lock:
+        old = PROCESS.pipeline
+        PROCESS.pipeline = None
+        PROCESS.explicit_sinks = sinks
+        _apply(new)
     if old is not None:
         old.shutdown(new.shutdown_timeout)
     if not new.enabled:
@@ -80,27 +68,37 @@ def configure(**kwargs: Any) -> config.Settings:
     return new
 
 
+def _check_sinks(sinks: Sequence[Any]) -> list[Exporter]:
+    checked = list(sinks)
+    for sink in checked:
+        if not callable(getattr(sink, "export", None)):
+            raise ValueError(f"sinks= takes Sink instances, got {sink!r}")
+    return checked
+
+
+def _apply(new: config.Settings) -> None:
+    RECORDER.use(new)
+    RECORDER.on_finish = _submit
+    redaction.use(new.redact_fields)
+
+
 def pipeline(create: bool = True) -> ExportPipeline | None:
-    current = STATE.pipeline
+    current = PROCESS.pipeline
     if current is not None or not create:
         return current
-    with STATE.lock:
-        if STATE.pipeline is None:
-            from tracewire.export.pipeline import ExportPipeline
-
-            if STATE.explicit_sinks is not None:
-                sinks = STATE.explicit_sinks
+    with PROCESS.lock:
+        if PROCESS.pipeline is None:
+            current_settings = RECORDER.settings
+            if PROCESS.explicit_sinks is not None:
+                sinks = PROCESS.explicit_sinks
             else:
-                from tracewire.export.destinations import create_sinks
-
-                sinks = create_sinks(STATE.settings.destination, STATE.settings)
-            STATE.pipeline = ExportPipeline(sinks, STATE.settings)
-        return STATE.pipeline
+                sinks = create_sinks(current_settings.destination, current_settings)
+            PROCESS.pipeline = ExportPipeline(sinks, current_settings)
+        return PROCESS.pipeline
 
 
-def submit(trace: Finished) -> None:
-    STATE.last_trace_id = trace.trace_id
-    pipe = STATE.pipeline or pipeline()
+def _submit(trace: LiveTrace) -> None:
+    pipe = PROCESS.pipeline or pipeline()
     if pipe is not None:
         pipe.submit(trace)
 
@@ -111,18 +109,16 @@ def flush(timeout: float = 5.0) -> bool:
 
 
 def shutdown(timeout: float | None = None) -> None:
-    with STATE.lock:
-        pipe, STATE.pipeline = STATE.pipeline, None
+    with PROCESS.lock:
+        pipe, PROCESS.pipeline = PROCESS.pipeline, None
     if pipe is not None:
-        pipe.shutdown(STATE.settings.shutdown_timeout if timeout is None else timeout)
+        pipe.shutdown(RECORDER.settings.shutdown_timeout if timeout is None else timeout)
 
 
 def stats() -> dict[str, Any]:
-    from tracewire.recording.client import registry_stats
-
     pipe = pipeline(create=False)
-    if pipe is None:
-        from tracewire.export.pipeline import empty_stats
+    counters = empty_stats() if pipe is None else pipe.stats()
+    return {**counters, **registry_stats()}
 
-        return {**empty_stats(), **registry_stats()}
-    return {**pipe.stats(), **registry_stats()}
+
+_apply(RECORDER.settings)  # the settings from the environment, until configure() says otherwise

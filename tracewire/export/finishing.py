@@ -1,73 +1,130 @@
-"""Size-aware sampling and truncation (SPEC §7), applied on the export worker.
+"""Finishing a trace, on the export worker: build it, redact it, sample it, fit it, record it.
 
-A finished trace is serialized once; its exact size decides the keep probability
-``p = threshold / size`` (ERROR traces are always kept), the kept trace records
-``tracewire.sampling_fraction = head_rate * p`` so counts can be re-weighted, and a kept trace
-over ``max_trace_bytes`` is made to fit, whatever its shape (SPEC §7.4):
+``finish(live, ...)`` turns a ``LiveTrace`` whose root span ended into the ``TraceRecord`` every
+sink receives:
 
-1. span attribute values (inputs/outputs first of all), largest first, become truncation markers
-   at most half their size (a marker never grows a value);
-2. then metadata/tag values, then event attribute values, the same way;
-3. then whole spans go, latest started first (with their subtrees), keeping the root, the error
-   spans and their ancestors;
-4. as a last resort, events, long names and attributes of what is left, the remaining spans, and
-   optional metadata/tags go, until only a skeleton of the root is left — which always fits.
-
-What went is counted in the trace metadata (``tracewire.truncation``: ``spans_dropped=1138,
-span_values=4``, ...); the trace is marked
-``tracewire.truncated`` and gets ``TRACE_TRUNCATED``.  The size aimed at leaves a small reserve
-below the cap for the Kafka record framing (key, headers), so a broker whose message limit equals
-``max_trace_bytes`` takes every trace.
+1. **build** the read-only ``Trace``: run the deferred recording (the middleware's bodies), add
+   process metadata and token usage (MLflow's rule: a span whose ancestor already carries usage
+   is not counted again), the trace name tag, previews and state;
+2. **redact** span inputs and outputs under the one policy (``tracewire.redaction``) — here, so
+   the request path never walks user values;
+3. **sample** by size (SPEC §7.2): ``p = threshold / size`` over the threshold, ERROR traces
+   always kept; the kept trace records ``tracewire.sampling_fraction = head_rate * p``;
+4. **fit** a kept trace over ``max_trace_bytes`` (``tracewire.export.truncation``);
+5. **record**: the payload bytes with the indexed columns pulled out (``TraceRecord``).
 
 Strings that cannot be encoded as UTF-8 (lone surrogates, e.g. from ``os.fsdecode``) anywhere in
-a trace (names, metadata, tags, events) are escaped here, on the worker, rather than dropping
-the trace; the request path never pays for that check.
+a trace are escaped here rather than dropping the trace; the request path never pays for that.
 """
 
 from __future__ import annotations
 
-import collections
-import functools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from tracewire import encoding, redaction
 from tracewire.config import Settings
-from tracewire.encoding import clean_str, truncation_marker
+from tracewire.encoding import clean_str
 from tracewire.export.record import TraceRecord
-from tracewire.keys import SpanAttributeKey, TraceMetadataKey
-from tracewire.model import Trace
+from tracewire.export.truncation import ENVELOPE, fit, payload, serialize_spans, target_bytes
+from tracewire.keys import (
+    PREVIEW_CHARS,
+    TRACE_SCHEMA_VERSION,
+    SpanAttributeKey,
+    TraceMetadataKey,
+    TraceTagKey,
+)
+from tracewire.model import Trace, TraceData, TraceInfo, default_trace_location
+from tracewire.recording.live import LiveTrace
 
-_PROTECTED_ATTRIBUTES = frozenset({SpanAttributeKey.REQUEST_ID, SpanAttributeKey.SPAN_TYPE})
-ERROR_CODES_KEY = "tracewire.logging_error_codes"
-COUNTS_KEY = "tracewire.truncation"
-# What the truncation counts, in one metadata value: "spans_dropped=1138,span_values=4" (the
-# non-zero ones, in this order).
-COUNT_KEYS = (
-    "span_values",  # span attribute values (inputs, outputs, ...) replaced by markers
-    "metadata_values",  # metadata/tag values replaced by markers (or entries with huge keys removed)
-    "event_attributes",  # event attribute values replaced by markers
-    "spans_dropped",  # whole spans removed
-    "events_dropped",  # events removed from the spans that were kept (last resort)
-    "attributes_dropped",  # attributes removed from the spans that were kept (last resort)
-)
-_PROTECTED_METADATA = frozenset(
-    {
-        TraceMetadataKey.SCHEMA_VERSION,
-        TraceMetadataKey.SAMPLING_FRACTION,
-        TraceMetadataKey.SIZE_BYTES,
-        TraceMetadataKey.TRUNCATED,
-        ERROR_CODES_KEY,
-        COUNTS_KEY,
-    }
-)
-_TRACE_NAME_TAG = "mlflow.traceName"
-_PREVIEW_CHARS = 256  # the most a marker keeps of the value it replaces
-_MIN_VALUE_BYTES = 192  # smaller values are not worth a marker (one costs ~80 bytes)
-_SKELETON_CHARS = 16  # what the last step keeps of names
-_KAFKA_ROOM = 512  # record framing, key and headers beside the payload (sinks/kafka.py)
+_REDACTED_ATTRIBUTES = (SpanAttributeKey.INPUTS, SpanAttributeKey.OUTPUTS)
+
+
+def build_trace(live: LiveTrace, process_metadata: Mapping[str, str] | None = None,
+                experiment_id: str = "0") -> Trace:
+    """The finished, read-only ``Trace`` of a live trace whose root span ended."""
+    live.run_deferred()
+    root = live.root
+    assert root is not None and root.end_time_ns is not None
+    live.detach()
+    metadata = dict(process_metadata or {})
+    metadata[TraceMetadataKey.SCHEMA_VERSION] = TRACE_SCHEMA_VERSION
+    if live.usage:
+        usage = aggregate_usage(live.usage, {s.span_id: s.parent_id for s in live.spans})
+        metadata[TraceMetadataKey.TOKEN_USAGE] = encoding.dumps(usage)
+    metadata.update(live.metadata)
+    tags = {TraceTagKey.TRACE_NAME: root.name}
+    tags.update(live.tags)
+    state = live.state or ("ERROR" if root.status_code == "ERROR" else "OK")
+    policy = redaction.policy()
+    if policy.active:
+        for span in live.spans:
+            texts = span.raw_attributes
+            for key in _REDACTED_ATTRIBUTES:
+                text = texts.get(key)
+                if text is not None:
+                    texts[key] = redaction.redact_json(text)
+    request_preview = live.request_preview
+    if request_preview is None:
+        request_preview = _preview(root.raw_attribute(SpanAttributeKey.INPUTS))
+    response_preview = live.response_preview
+    if response_preview is None:
+        response_preview = _preview(root.raw_attribute(SpanAttributeKey.OUTPUTS))
+    info = TraceInfo(
+        trace_id=live.trace_id,
+        request_time=root.start_time_ns // 1_000_000,
+        state=state,
+        execution_duration_ms=(root.end_time_ns - root.start_time_ns) // 1_000_000,
+        client_request_id=live.client_request_id,
+        request_preview=request_preview,
+        response_preview=response_preview,
+        trace_metadata=metadata,
+        tags=tags,
+        trace_location=default_trace_location(experiment_id),
+    )
+    trace = Trace(info, TraceData(list(live.spans)))
+    if live.error_codes:
+        trace.logging_error_codes = list(live.error_codes)
+    return trace
+
+
+def aggregate_usage(usage: Mapping[str, Any], parents: Mapping[str, str | None]) -> dict[str, int]:
+    """The trace's token usage: the sum over spans carrying ``mlflow.chat.tokenUsage``, skipping
+    a span whose ancestor carries usage too (it is already in the ancestor's roll-up), as MLflow
+    aggregates it."""
+    total = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    for span_id, counts in usage.items():
+        if _has_ancestor_in(span_id, usage, parents):
+            continue
+        for key in total:
+            value = counts.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                total[key] += int(value)
+    if not total["total_tokens"]:
+        total["total_tokens"] = total["input_tokens"] + total["output_tokens"]
+    return total
+
+
+def _has_ancestor_in(span_id: str, usage: Mapping[str, Any], parents: Mapping[str, str | None]) -> bool:
+    seen = {span_id}
+    parent = parents.get(span_id)
+    while parent is not None and parent not in seen:
+        if parent in usage:
+            return True
+        seen.add(parent)
+        parent = parents.get(parent)
+    return False
+
+
+def _preview(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if len(raw) >= 2 and raw[0] == '"' and raw[-1] == '"':
+        raw = str(encoding.loads_or_text(raw))
+    return raw[:PREVIEW_CHARS]
 
 
 def keep_probability(size: int, threshold: int, is_error: bool) -> float:
@@ -76,33 +133,27 @@ def keep_probability(size: int, threshold: int, is_error: bool) -> float:
     return threshold / size
 
 
-def _serialize_spans(trace: Trace) -> bytes:
-    return orjson.dumps(trace.data.spans_to_list())
-
-
-def _payload(info_json: bytes, spans_json: bytes) -> bytes:
-    return b"".join((b'{"info":', info_json, b',"data":{"spans":', spans_json, b"}}"))
-
-
-def target_bytes(max_trace_bytes: int, session_id: str | None) -> int:
-    """The payload size truncation aims at: the cap less room for the Kafka record around it."""
-    room = _KAFKA_ROOM + (len(session_id.encode("utf-8")) if session_id else 0)
-    return max_trace_bytes - min(room, max_trace_bytes // 32)
+def finish(
+    live: LiveTrace, settings: Settings, rng: random.Random,
+    process_metadata: Mapping[str, str] | None = None,
+) -> TraceRecord | None:
+    """Build, redact, sample, fit and record one trace; None when size-aware sampling drops it."""
+    return process(build_trace(live, process_metadata, settings.mlflow_experiment_id), settings, rng)
 
 
 def process(trace: Trace, settings: Settings, rng: random.Random) -> TraceRecord | None:
-    """Serialize, sample and truncate one trace; None when size-aware sampling drops it."""
+    """Serialize, sample and truncate a built trace; None when size-aware sampling drops it."""
     info = trace.info
     info_dict = info.to_dict()  # holds info.trace_metadata itself: the updates below show in it
     try:
-        spans_json = _serialize_spans(trace)
+        spans_json = serialize_spans(trace)
         info_size = len(orjson.dumps(info_dict))
     except TypeError:  # a string with lone surrogates somewhere: escape them, keep the trace
         scrub(trace)
         info_dict = info.to_dict()
-        spans_json = _serialize_spans(trace)
+        spans_json = serialize_spans(trace)
         info_size = len(orjson.dumps(info_dict))
-    size = len(spans_json) + info_size + _ENVELOPE
+    size = len(spans_json) + info_size + ENVELOPE
     p = keep_probability(size, settings.sampling_size_threshold, info.state == "ERROR")
     if p < 1.0 and rng.random() >= p:
         return None
@@ -113,291 +164,24 @@ def process(trace: Trace, settings: Settings, rng: random.Random) -> TraceRecord
     target = target_bytes(settings.max_trace_bytes, info.session_id)
     if trace.logging_error_codes:
         # Also in the JSON, so a consumer rebuilding inference-table rows from Kafka has them.
-        metadata[ERROR_CODES_KEY] = ",".join(trace.logging_error_codes)
-    payload = _payload(orjson.dumps(info_dict), spans_json)
-    if len(payload) > target:
-        payload = _Fitter(trace, target).run()
-    return TraceRecord.from_trace(trace, payload, fraction)
-    return TraceRecord.from_trace(trace, payload, fraction)
+        metadata[TraceMetadataKey.LOGGING_ERROR_CODES] = ",".join(trace.logging_error_codes)
+    data = payload(orjson.dumps(info_dict), spans_json)
+    if len(data) > target:
+        data = fit(trace, target)
+    return TraceRecord.from_trace(trace, data, fraction)
 
 
-_ENVELOPE = len(_payload(b"", b""))
+def _clean_all(mapping: dict[str, str]) -> None:
+    cleaned = {clean_str(str(k)): clean_str(str(v)) for k, v in mapping.items()}
+    mapping.clear()
+    mapping.update(cleaned)
 
 
-# -- truncation -----------------------------------------------------------------------------------
-def _encoded_len(text: str) -> int:
-    return len(orjson.dumps(text))
-
-
-def shrink(text: str, encoded: int | None = None) -> str | None:
-    """A truncation marker (JSON text) whose encoding is at most half of ``text``'s, or None.
-
-    The marker keeps a preview of up to 256 characters: as many as fit in half the size.
-    """
-    if encoded is None:
-        encoded = _encoded_len(text)
-    limit = encoded // 2
-    original = len(text.encode("utf-8"))
-    chars = min(_PREVIEW_CHARS, len(text), limit)
-    while True:
-        marker = orjson.dumps(truncation_marker(original, text[:chars])).decode()
-        size = _encoded_len(marker)
-        if size <= limit:
-            return marker
-        if chars == 0:
-            return None
-        chars = max(0, min(chars - 1, chars * limit // size - 1))
-
-
-class _Fitter:
-    """Applies truncation steps, cheapest loss first, until the trace fits ``target`` bytes."""
-
-    def __init__(self, trace: Trace, target: int) -> None:
-        self.trace = trace
-        self.target = target
-        self.counts: collections.Counter[str] = collections.Counter()
-        self.spans = trace.data.spans
-        self.gone: set[int] = set()  # ids of the spans dropped
-        self.dropped_since = False  # spans were dropped since the last serialize
-        self.root = trace.root_span
-        self.b64 = ""
-        self.payload = b""
-
-    # -- measuring --------------------------------------------------------------------------------
-    def serialize(self) -> int:
-        if self.dropped_since:
-            self.trace.data.spans = self.spans = [s for s in self.spans if id(s) not in self.gone]
-            self.dropped_since = False
-        metadata = self.trace.info.trace_metadata
-        counts = ",".join(f"{key}={self.counts[key]}" for key in COUNT_KEYS if self.counts[key])
-        if counts:
-            metadata[COUNTS_KEY] = counts
-        if self.trace.logging_error_codes:
-            metadata[ERROR_CODES_KEY] = ",".join(self.trace.logging_error_codes)
-        self.payload = _payload(orjson.dumps(self.trace.info.to_dict()), _serialize_spans(self.trace))
-        return len(self.payload)
-
-    def run(self) -> bytes:
-        self.trace.info.trace_metadata[TraceMetadataKey.TRUNCATED] = "true"
-        if "TRACE_TRUNCATED" not in self.trace.logging_error_codes:
-            self.trace.logging_error_codes.append("TRACE_TRUNCATED")
-        size = self.serialize()
-        if size <= self.target:
-            return self.payload
-        # Each step estimates what it saved (exactly, but for the counts it adds to the
-        # metadata): the JSON is measured again when the estimate says it fits.
-        estimate = size
-        for step in self._steps():
-            estimate += step()
-            if estimate <= self.target:
-                estimate = self.serialize()
-                if estimate <= self.target:
-                    return self.payload
-        if self.serialize() <= self.target:
-            return self.payload
-        for brutal in self._last_resort():
-            brutal()
-            if self.serialize() <= self.target:
-                return self.payload
-        return self.payload  # a bare root with the required fields: over only under a tiny cap
-
-    def _steps(self) -> Iterator[Callable[[], int]]:
-        """Truncation steps in order; each returns the (estimated) change in bytes."""
-        yield from self._span_values()
-        yield from self._metadata_values()
-        yield from self._event_attributes()
-        yield from self._drop_spans()
-
-    # -- 1. span values ---------------------------------------------------------------------------
-    def _span_values(self) -> Iterator[Callable[[], int]]:
-        candidates = [
-            (len(text), span, key)
-            for span in self.spans
-            for key, text in span._attributes.items()
-            if len(text) * 6 >= _MIN_VALUE_BYTES and key not in _PROTECTED_ATTRIBUTES
-        ]
-        candidates.sort(key=lambda c: c[0], reverse=True)
-        for _, span, key in candidates:
-            yield functools.partial(self._replace, span._attributes, key, "span_values")
-
-    def _replace(self, mapping: dict[str, Any], key: str, counter: str) -> int:
-        value = mapping[key]
-        if not isinstance(value, str):
-            return 0
-        encoded = _encoded_len(value)
-        if encoded < _MIN_VALUE_BYTES:
-            return 0
-        marker = shrink(value, encoded)
-        if marker is None:
-            return 0
-        mapping[key] = marker
-        self.counts[counter] += 1
-        return _encoded_len(marker) - encoded
-
-    # -- 2. metadata and tags -----------------------------------------------------------------------
-    def _metadata_values(self) -> Iterator[Callable[[], int]]:
-        info = self.trace.info
-        candidates: list[tuple[int, dict[str, Any], str]] = []
-        for mapping in (info.trace_metadata, info.tags):
-            for key, value in mapping.items():
-                if key not in _PROTECTED_METADATA and (len(key) + len(value)) * 6 >= _MIN_VALUE_BYTES:
-                    candidates.append((len(key) + len(value), mapping, key))
-        candidates.sort(key=lambda c: c[0], reverse=True)
-        for _, mapping, key in candidates:
-            yield functools.partial(self._trim_entry, mapping, key)
-        yield self._trim_previews
-
-    def _trim_entry(self, mapping: dict[str, Any], key: str) -> int:
-        if len(key) <= _PREVIEW_CHARS:
-            return self._replace(mapping, key, "metadata_values")
-        value = mapping.pop(key)
-        self.counts["metadata_values"] += 1
-        return -(_encoded_len(key) + _encoded_len(value) + 2)
-
-    def _trim_previews(self) -> int:
-        info = self.trace.info
-        saved = 0
-        for name in ("request_preview", "response_preview"):
-            text = getattr(info, name)
-            if text is not None and len(text) > _PREVIEW_CHARS // 2:
-                before = _encoded_len(text)
-                text = text[: _PREVIEW_CHARS // 2]
-                setattr(info, name, text)
-                saved += before - _encoded_len(text)
-        return -saved
-
-    # -- 3. event attributes --------------------------------------------------------------------------
-    def _event_attributes(self) -> Iterator[Callable[[], int]]:
-        candidates = [
-            (len(value), event.attributes, key)
-            for span in self.spans
-            if span._events
-            for event in span._events
-            for key, value in event.attributes.items()
-            if isinstance(value, str) and len(value) * 6 >= _MIN_VALUE_BYTES
-        ]
-        candidates.sort(key=lambda c: c[0], reverse=True)
-        for _, attributes, key in candidates:
-            yield functools.partial(self._replace, attributes, key, "event_attributes")
-
-    # -- 4. whole spans -------------------------------------------------------------------------------
-    def _protected_spans(self) -> set[int]:
-        """The root, the error spans and their ancestors (ids of the objects)."""
-        by_id = {span.span_id: span for span in self.spans}
-        keep: set[int] = set()
-        if self.root is not None:
-            keep.add(id(self.root))
-        for span in self.spans:
-            if span.status_code != "ERROR":
-                continue
-            node: Any = span
-            while node is not None and id(node) not in keep:
-                keep.add(id(node))
-                node = by_id.get(node.parent_id) if node.parent_id else None
-        return keep
-
-    def _drop_spans(self) -> Iterator[Callable[[], int]]:
-        if len(self.spans) < 2:
-            return
-        keep = self._protected_spans()
-        self.b64 = self.spans[0].to_dict()["trace_id"]
-        children: dict[str, list[Any]] = collections.defaultdict(list)
-        for span in self.spans:
-            if span.parent_id:
-                children[span.parent_id].append(span)
-        # Latest started first (children start after their parents: leaves go first).
-        order = sorted(
-            (i for i, span in enumerate(self.spans) if id(span) not in keep),
-            key=lambda i: (self.spans[i].start_time_ns, i),
-            reverse=True,
-        )
-        spans = list(self.spans)
-        for index in order:
-            yield functools.partial(self._drop_subtree, spans[index], children)
-
-    def _drop_subtree(self, span: Any, children: dict[str, list[Any]]) -> int:
-        saved = 0
-        stack = [span]
-        while stack:
-            node = stack.pop()
-            if id(node) in self.gone:
-                continue
-            self.gone.add(id(node))
-            self.dropped_since = True
-            self.counts["spans_dropped"] += 1
-            saved += len(orjson.dumps(node.to_dict(self.b64 or None))) + 1
-            stack.extend(children.get(node.span_id, ()))
-        return -saved
-
-    # -- 5. last resort -------------------------------------------------------------------------------
-    def _last_resort(self) -> Iterator[Callable[[], None]]:
-        yield self._strip_spans
-        yield self._drop_all_but_root
-        yield self._strip_info
-        yield self._bare_root
-
-    def _strip_spans(self) -> None:
-        for span in self.spans:
-            if span._events:
-                self.counts["events_dropped"] += len(span._events)
-                span._events = None
-            span.name = span.name[:_PREVIEW_CHARS]
-            span.status_message = span.status_message[:_PREVIEW_CHARS]
-            for key in [k for k, v in span._attributes.items() if len(v) > 32 or len(k) > 64]:
-                if key not in _PROTECTED_ATTRIBUTES:
-                    del span._attributes[key]
-                    self.counts["attributes_dropped"] += 1
-
-    def _drop_all_but_root(self) -> None:
-        keep = self.root if self.root is not None else self.spans[0] if self.spans else None
-        for span in self.spans:
-            if span is not keep:
-                self.gone.add(id(span))
-                self.dropped_since = True
-                self.counts["spans_dropped"] += 1
-
-    def _strip_info(self) -> None:
-        info = self.trace.info
-        metadata = info.trace_metadata
-        for key in [k for k in metadata if k not in _PROTECTED_METADATA]:
-            if len(key) > 64 or len(metadata[key]) > _PREVIEW_CHARS:
-                del metadata[key]
-                self.counts["metadata_values"] += 1
-        name = info.tags.get(_TRACE_NAME_TAG)
-        dropped_tags = len(info.tags) - (name is not None)
-        info.tags.clear()
-        if name is not None:
-            info.tags[_TRACE_NAME_TAG] = name[:_PREVIEW_CHARS]
-        self.counts["metadata_values"] += dropped_tags
-        info.request_preview = info.response_preview = None
-        if info.client_request_id is not None and len(info.client_request_id) > 64:
-            info.client_request_id = info.client_request_id[:64]
-
-    def _bare_root(self) -> None:
-        info = self.trace.info
-        metadata = info.trace_metadata
-        for key in [k for k in metadata if k not in _PROTECTED_METADATA]:
-            del metadata[key]
-            self.counts["metadata_values"] += 1
-        self.counts["metadata_values"] += len(info.tags)
-        info.tags.clear()
-        info.client_request_id = None
-        for span in self.spans:
-            span.name = span.name[:_SKELETON_CHARS]
-            span.status_message = span.status_message[:_SKELETON_CHARS]
-            for key in [k for k in span._attributes if k not in _PROTECTED_ATTRIBUTES]:
-                del span._attributes[key]
-                self.counts["attributes_dropped"] += 1
-
-
-# -- lone surrogates ------------------------------------------------------------------------------
 def scrub(trace: Trace) -> None:
     """Escape every string of ``trace`` that is not valid UTF-8 (lone surrogates), in place."""
     info = trace.info
     for mapping in (info.trace_metadata, info.tags):
-        cleaned = {clean_str(str(k)): clean_str(str(v)) for k, v in mapping.items()}
-        mapping.clear()
-        mapping.update(cleaned)
+        _clean_all(mapping)
     for name in ("client_request_id", "request_preview", "response_preview", "state", "trace_id"):
         value = getattr(info, name)
         if isinstance(value, str):
@@ -405,10 +189,8 @@ def scrub(trace: Trace) -> None:
     for span in trace.data.spans:
         span.name = clean_str(span.name)
         span.status_message = clean_str(span.status_message)
-        attributes = {clean_str(k): clean_str(v) for k, v in span._attributes.items()}
-        span._attributes.clear()
-        span._attributes.update(attributes)
-        for event in span._events or ():
+        _clean_all(span.raw_attributes)
+        for event in span.events:
             event.name = clean_str(event.name)
             event.attributes = {
                 clean_str(k): clean_str(v) if isinstance(v, str) else v

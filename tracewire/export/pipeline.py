@@ -22,50 +22,21 @@ import random
 import threading
 import time
 import weakref
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
-from tracewire import context as _context
+from tracewire import context, metadata
 from tracewire.config import Settings
-from tracewire.export import finishing as sampling
+from tracewire.export import finishing
+from tracewire.export.exporter import Exporter
 from tracewire.export.record import TraceRecord
-from tracewire.model import Trace
+from tracewire.logs import RateLimitedLog
+from tracewire.recording.live import LiveTrace
 
 logger = logging.getLogger(__name__)
 
 _BACKOFF_START = 0.1
 _BACKOFF_MAX = 5.0
-_WARN_EVERY = 30.0
-
-
-class Finished(Protocol):
-    """What ``submit`` takes: a live trace whose root ended, or a ready ``Trace``."""
-
-    @property
-    def approx_bytes(self) -> int: ...
-
-    @property
-    def trace_id(self) -> str: ...
-
-    def to_trace(self) -> Trace: ...
-
-
-class _RateLimitedLog:
-    """At most one warning per ``interval`` seconds per key, with the count of the skipped."""
-
-    def __init__(self, interval: float = _WARN_EVERY) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._skipped: dict[str, int] = collections.Counter()
-
-    def warning(self, key: str, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -self.interval) < self.interval:
-            self._skipped[key] += 1
-            return
-        skipped = self._skipped.pop(key, 0)
-        self._last[key] = now
-        suffix = f" ({skipped} similar since the last warning)" if skipped else ""
-        logger.warning(msg + suffix, *args)
 
 
 class _Batch:
@@ -79,7 +50,7 @@ class _Batch:
 
 
 class _SinkState:
-    def __init__(self, sink: Any) -> None:
+    def __init__(self, sink: Exporter) -> None:
         self.sink = sink
         self.name: str = str(getattr(sink, "name", type(sink).__name__))
         self.batches: collections.deque[_Batch] = collections.deque()
@@ -101,8 +72,9 @@ def empty_stats() -> dict[str, Any]:
 class ExportPipeline:
     """Bounded, batched, deadline-guarded export of finished traces to sinks."""
 
-    def __init__(self, sinks: list[Any], settings: Settings) -> None:
+    def __init__(self, sinks: Sequence[Exporter], settings: Settings) -> None:
         self._settings = settings
+        self._process_metadata: dict[str, str] | None = None
         self._sinks = [_SinkState(s) for s in sinks]
         self._init_process_state()
         _PIPELINES.add(self)
@@ -113,7 +85,7 @@ class ExportPipeline:
         self._cond = threading.Condition(threading.Lock())
         # (trace, bytes counted for it at submit): a live trace can still grow after submit
         # (deferred body recording runs on the worker), so release exactly what was counted.
-        self._queue: collections.deque[tuple[Finished, int]] = collections.deque()
+        self._queue: collections.deque[tuple[LiveTrace, int]] = collections.deque()
         self._held_traces = 0
         self._held_bytes = 0
         self._accepted = 0
@@ -131,12 +103,18 @@ class ExportPipeline:
         self._closed = False
         self._deadline = 0.0
         self._rng = random.Random()
-        self._log = _RateLimitedLog()
+        self._log = RateLimitedLog(logger)
         for state in self._sinks:
             state.batches.clear()
             state.ready = None
             state.exported = state.errors = state.retries = 0
             state.failing = False
+
+    def _metadata(self) -> dict[str, str]:
+        """Process metadata (deployment env vars, git, source), resolved once, on the worker."""
+        if self._process_metadata is None:
+            self._process_metadata = metadata.process_metadata(self._settings.metadata_from_env)
+        return self._process_metadata
 
     def _after_fork_in_child(self) -> None:
         self._init_process_state()
@@ -149,7 +127,7 @@ class ExportPipeline:
                     logger.exception("tracewire: %s.after_fork failed", state.name)
 
     # -- request path ------------------------------------------------------------------------------
-    def submit(self, trace: Finished) -> bool:
+    def submit(self, trace: LiveTrace) -> bool:
         """Accept a finished trace for export; False (and counted) when the bound is full."""
         # A queued trace will hold its serialized JSON as well as the root request/response
         # text the sinks index on: count it at twice its captured bytes until it is serialized,
@@ -267,7 +245,7 @@ class ExportPipeline:
         assert loop is not None
         # Nothing is traced on the worker: not here, not in its tasks (they copy this context),
         # not in its default executor's threads (run_in_executor does not copy the context).
-        _context.suppressed.set(True)
+        context.suppressed.set(True)
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
             thread_name_prefix=f"tracewire-export-io-{os.getpid()}", initializer=_suppress_here,
         ))
@@ -319,7 +297,7 @@ class ExportPipeline:
             sampled_out = errors = truncated = 0
             for item, _ in items:
                 try:
-                    record = sampling.process(item.to_trace(), self._settings, self._rng)
+                    record = finishing.finish(item, self._settings, self._rng, self._metadata())
                 except Exception:
                     errors += 1
                     logger.exception("tracewire: could not serialize a trace")
@@ -425,7 +403,7 @@ _PIPELINES: weakref.WeakSet[ExportPipeline] = weakref.WeakSet()
 
 
 def _suppress_here() -> None:
-    _context.suppressed.set(True)
+    context.suppressed.set(True)
 
 
 def _reset_after_fork() -> None:

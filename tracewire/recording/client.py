@@ -19,11 +19,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from tracewire import runtime as _runtime
 from tracewire.keys import SpanType
-from tracewire.model import Span
-from tracewire.recording import live as _live
-from tracewire.recording.fluent import NOOP_SPAN
+from tracewire.recording.live import NOOP_SPAN, LiveSpan, find_live_span, start_trace
+from tracewire.recording.recorder import RECORDER
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +34,14 @@ class _Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # trace id -> (monotonic start, spans by id); insertion order is start order.
-        self._traces: collections.OrderedDict[str, tuple[float, dict[str, Span]]] = (
+        self._traces: collections.OrderedDict[str, tuple[float, dict[str, LiveSpan]]] = (
             collections.OrderedDict()
         )
         self.evicted = 0
         self._logged_at = -_LOG_EVERY
         self._unlogged = 0
 
-    def add(self, span: Span) -> None:
+    def add(self, span: LiveSpan) -> None:
         now = time.monotonic()
         with self._lock:
             entry = self._traces.get(span.trace_id)
@@ -54,12 +52,12 @@ class _Registry:
                 self._evict(now)
             entry[1][span.span_id] = span
 
-    def get(self, trace_id: str, span_id: str) -> Span | None:
+    def get(self, trace_id: str, span_id: str) -> LiveSpan | None:
         with self._lock:
             entry = self._traces.get(trace_id)
             return entry[1].get(span_id) if entry is not None else None
 
-    def pop_trace(self, trace_id: str) -> dict[str, Span] | None:
+    def pop_trace(self, trace_id: str) -> dict[str, LiveSpan] | None:
         with self._lock:
             entry = self._traces.pop(trace_id, None)
             return entry[1] if entry is not None else None
@@ -70,7 +68,7 @@ class _Registry:
             return len(self._traces)
 
     def _evict(self, now: float) -> None:
-        settings = _runtime.STATE.settings
+        settings = RECORDER.settings
         oldest = now - settings.client_trace_ttl
         dropped = 0
         while self._traces:
@@ -102,7 +100,15 @@ def registry_stats() -> dict[str, int]:
 
 
 class TracingClient:
-    """Thread-safe client API (MLflow's ``MlflowClient`` tracing methods)."""
+    """Thread-safe client API (MLflow's ``MlflowClient`` tracing methods).
+
+    Spans are found by ``(trace_id, span_id)``: those it started, and any open span of a live
+    fluent trace (``with tracewire.start_span(...) as s: client.start_span("c", s.trace_id,
+    s.span_id)``).
+    """
+
+    def __init__(self) -> None:
+        RECORDER.index_live = True
 
     def start_trace(
         self,
@@ -112,17 +118,17 @@ class TracingClient:
         attributes: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> Span:
+    ) -> LiveSpan:
         """Start a trace and return its root span (a no-op span when tracing is off)."""
-        if not _runtime.STATE.enabled:
+        if not RECORDER.enabled:
             return NOOP_SPAN
         try:
-            root = _live.start_trace(name, span_type, dict(attributes) if attributes else None)
+            root = start_trace(name, span_type, attributes)
             if root is None:
                 return NOOP_SPAN
             if inputs is not None:
                 root.set_inputs(inputs)
-            live = root._live
+            live = root.live_trace
             assert live is not None
             if tags:
                 live.tags.update({str(k): str(v) for k, v in tags.items()})
@@ -142,17 +148,16 @@ class TracingClient:
         span_type: str = SpanType.UNKNOWN,
         inputs: Any = None,
         attributes: Mapping[str, Any] | None = None,
-    ) -> Span:
+    ) -> LiveSpan:
         """Start a child of span ``parent_id`` in trace ``trace_id``."""
-        parent = registry.get(trace_id, parent_id)
-        if parent is None or parent._live is None:
-            if _runtime.STATE.enabled and trace_id:
+        parent = _find(trace_id, parent_id)
+        live = parent.live_trace if parent is not None else None
+        if live is None:
+            if RECORDER.enabled and trace_id:
                 logger.warning("tracewire: no live span %s in trace %s", parent_id, trace_id)
             return NOOP_SPAN
         try:
-            span = parent._live.new_span(
-                name, parent.span_id, span_type, dict(attributes) if attributes else None
-            )
+            span = live.new_span(name, parent_id, span_type, attributes)
             if inputs is not None:
                 span.set_inputs(inputs)
             registry.add(span)
@@ -169,16 +174,17 @@ class TracingClient:
         attributes: Mapping[str, Any] | None = None,
         status: str = "OK",
     ) -> None:
-        span = registry.get(trace_id, span_id)
+        span = _find(trace_id, span_id)
         if span is None:
             return
+        live = span.live_trace
         try:
             if attributes:
                 span.set_attributes(attributes)
             span.end(outputs=outputs, status=status)
         except Exception:
             logger.exception("tracewire: end_span failed")
-        if span._live is not None and span is span._live.root:
+        if live is not None and span is live.root:
             registry.pop_trace(trace_id)
 
     def end_trace(
@@ -204,3 +210,7 @@ class TracingClient:
                 root.end(outputs=outputs, status=status)
             except Exception:
                 logger.exception("tracewire: end_trace failed")
+
+
+def _find(trace_id: str, span_id: str) -> LiveSpan | None:
+    return registry.get(trace_id, span_id) or find_live_span(trace_id, span_id)

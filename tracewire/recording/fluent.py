@@ -17,73 +17,42 @@ from typing import Any, TypeVar, overload
 
 import orjson
 
-from tracewire import context as _context
-from tracewire import encoding as _encoding
-from tracewire import redaction as _redaction
-from tracewire import runtime as _runtime
+from tracewire import context, encoding, redaction
 from tracewire.keys import SpanAttributeKey, SpanType, TraceMetadataKey
 from tracewire.model import Span
-from tracewire.recording import live as _live
+from tracewire.recording.live import NOOP_SPAN, LiveSpan, NoOpSpan, start_trace
+from tracewire.recording.recorder import RECORDER
 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-_current = _context.current_span
+_current = context.current_span
 
 
-class NoOpSpan(Span):
-    """Stands in for a span when tracing is off or the trace was not sampled; ignores writes."""
-
-    __slots__ = ()
-
-    def __init__(self, trace_id: str = "", span_id: str = "") -> None:
-        super().__init__(trace_id=trace_id, span_id=span_id, parent_id=None, name="", start_time_ns=0)
-
-    def set_inputs(self, inputs: Any) -> None:
-        pass
-
-    def set_outputs(self, outputs: Any) -> None:
-        pass
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        pass
-
-    def set_span_type(self, span_type: str) -> None:
-        pass
-
-    def set_status(self, code: str, message: str = "") -> None:
-        pass
-
-    def add_event(self, name: str, attributes: Any = None, timestamp_ns: int | None = None) -> None:
-        pass
-
-    def record_exception(self, exc: BaseException) -> None:
-        pass
-
-    def end(self, outputs: Any = None, status: str | None = None) -> None:
-        pass
+def current_live_span() -> LiveSpan | None:
+    """The span new spans attach to in this context (a NoOpSpan inside an unsampled trace)."""
+    span = _current.get()
+    return span if isinstance(span, LiveSpan) else None
 
 
-NOOP_SPAN = NoOpSpan()
-
-
-def _open_span(
-    name: str, span_type: str, attributes: Mapping[str, Any] | None, inputs: Any = None,
-    has_inputs: bool = False,
-) -> Span:
-    """A new child of the current span, or a new trace's root; NOOP_SPAN when not recording."""
+def open_span(
+    name: str, span_type: str, attributes: Mapping[str, Any] | None = None, inputs: Any = None,
+    has_inputs: bool = False, parent: LiveSpan | None = None,
+) -> LiveSpan:
+    """A new child of ``parent`` (default: the current span), or a new trace's root when there
+    is none; NOOP_SPAN when not recording.  Does not make it current."""
     try:
-        parent = _current.get()
         if parent is None:
-            span = _live.start_trace(name, span_type, dict(attributes) if attributes else None)
+            parent = current_live_span()
+        if parent is None:
+            span = start_trace(name, span_type, attributes)
             if span is None:
                 return NoOpSpan(trace_id="")
-        elif isinstance(parent, NoOpSpan) or parent._live is None:
-            return parent if isinstance(parent, NoOpSpan) else NOOP_SPAN
         else:
-            span = parent._live.new_span(
-                name, parent.span_id, span_type, dict(attributes) if attributes else None
-            )
+            live = parent.live_trace
+            if live is None:
+                return parent if isinstance(parent, NoOpSpan) else NOOP_SPAN
+            span = live.new_span(name, parent.span_id, span_type, attributes)
         if has_inputs:
             span.set_inputs(inputs)
         return span
@@ -92,7 +61,8 @@ def _open_span(
         return NOOP_SPAN
 
 
-def _close_span(span: Span, exc: BaseException | None) -> None:
+def close_span(span: LiveSpan, exc: BaseException | None = None) -> None:
+    """End ``span``, recording ``exc`` first when given; never raises."""
     if span.__class__ is NoOpSpan:
         return
     try:
@@ -120,13 +90,13 @@ class start_span:
         self._name = name
         self._span_type = span_type
         self._attributes = attributes
-        self._span: Span = NOOP_SPAN
+        self._span: LiveSpan = NOOP_SPAN
         self._token: contextvars.Token[Span | None] | None = None
 
-    def __enter__(self) -> Span:
-        if not _runtime.STATE.enabled:
+    def __enter__(self) -> LiveSpan:
+        if not RECORDER.enabled:
             return NOOP_SPAN
-        span = self._span = _open_span(self._name, self._span_type, self._attributes)
+        span = self._span = open_span(self._name, self._span_type, self._attributes)
         self._token = _current.set(span)
         return span
 
@@ -141,7 +111,7 @@ class start_span:
             return
         self._token = None
         try:
-            _close_span(self._span, exc)
+            close_span(self._span, exc)
         finally:
             _current.reset(token)
 
@@ -213,83 +183,100 @@ def trace(
 ) -> Any:
     """Trace a function: a span named after it, inputs = bound arguments, outputs = result.
 
-    Works on sync, async, generator and async-generator functions.  Generators record the list
-    of yielded chunks (or ``output_reducer(chunks)``) and end their span when exhausted, closed
-    early or garbage-collected.  Exceptions are recorded on the span and re-raised unchanged.
+    Works on sync, async, generator and async-generator functions, and on ``classmethod`` /
+    ``staticmethod`` objects in either decorator order.  The span is named ``__name__`` (as in
+    MLflow) and carries ``mlflow.spanFunctionName``.  Generators record the list of yielded
+    chunks (or ``output_reducer(chunks)``) and end their span when exhausted, closed early or
+    garbage-collected.  Exceptions are recorded on the span and re-raised unchanged.
     """
 
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        span_name = str(name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "span"))
-        bind = _make_binder(fn)
-        attrs = dict(attributes) if attributes else None
+    def decorate(fn: Any) -> Any:
+        if isinstance(fn, (classmethod, staticmethod)):
+            return type(fn)(decorate(fn.__func__))
+        try:
+            spec = _Spec(fn, name, span_type, attributes, output_reducer)
+        except Exception:
+            logger.exception("tracewire: cannot trace %r; it runs untraced", fn)
+            return fn
         if inspect.isasyncgenfunction(fn):
-            return _wrap_async_generator(fn, span_name, span_type, attrs, bind, output_reducer)
+            return _wrap_async_generator(fn, spec)
         if inspect.isgeneratorfunction(fn):
-            return _wrap_generator(fn, span_name, span_type, attrs, bind, output_reducer)
+            return _wrap_generator(fn, spec)
         if inspect.iscoroutinefunction(fn):
-            return _wrap_coroutine(fn, span_name, span_type, attrs, bind)
-        return _wrap_function(fn, span_name, span_type, attrs, bind)
+            return _wrap_coroutine(fn, spec)
+        return _wrap_function(fn, spec)
 
     return decorate(func) if func is not None else decorate
 
 
-_Binder = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+class _Spec:
+    """What every call of one traced function shares: how to open its span and end it."""
+
+    __slots__ = ("attributes", "bind", "name", "reducer", "span_type")
+
+    def __init__(
+        self, fn: Callable[..., Any], name: str | None, span_type: str,
+        attributes: Mapping[str, Any] | None, reducer: Callable[[list[Any]], Any] | None,
+    ) -> None:
+        function_name = str(getattr(fn, "__name__", None) or "span")
+        self.name = str(name or function_name)
+        self.span_type = span_type
+        self.attributes = {SpanAttributeKey.FUNCTION_NAME: function_name, **(attributes or {})}
+        self.bind = _make_binder(fn)
+        self.reducer = reducer
+
+    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LiveSpan:
+        try:
+            inputs = self.bind(args, kwargs)
+        except Exception:
+            inputs = {"args": "<unavailable>"}
+        return open_span(self.name, self.span_type, self.attributes, inputs, True)
+
+    def succeed(self, span: LiveSpan, result: Any) -> None:
+        if span.__class__ is NoOpSpan:
+            return
+        try:
+            span.set_outputs(result)
+            span.end()
+        except Exception:
+            logger.exception("tracewire: could not end span %r", self.name)
 
 
-def _inputs(bind: _Binder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    try:
-        return bind(args, kwargs)
-    except Exception:
-        return {"args": "<unavailable>"}
-
-
-def _wrap_function(
-    fn: Callable[..., Any], name: str, span_type: str, attrs: dict[str, Any] | None, bind: _Binder
-) -> Callable[..., Any]:
+def _wrap_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not _runtime.STATE.enabled:
+        if not RECORDER.enabled:
             return fn(*args, **kwargs)
-        span = _open_span(name, span_type, attrs, _inputs(bind, args, kwargs), True)
+        span = spec.begin(args, kwargs)
         token = _current.set(span)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            _close_span(span, exc)
+            close_span(span, exc)
             raise
         finally:
             _current.reset(token)
-        if span.__class__ is not NoOpSpan:
-            try:
-                span._end_with_outputs(result)
-            except Exception:
-                logger.exception("tracewire: could not end span %r", name)
+        spec.succeed(span, result)
         return result
 
     return wrapper
 
 
-def _wrap_coroutine(
-    fn: Callable[..., Any], name: str, span_type: str, attrs: dict[str, Any] | None, bind: _Binder
-) -> Callable[..., Any]:
+def _wrap_coroutine(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not _runtime.STATE.enabled:
+        if not RECORDER.enabled:
             return await fn(*args, **kwargs)
-        span = _open_span(name, span_type, attrs, _inputs(bind, args, kwargs), True)
+        span = spec.begin(args, kwargs)
         token = _current.set(span)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            _close_span(span, exc)
+            close_span(span, exc)
             raise
         finally:
             _current.reset(token)
-        if span.__class__ is not NoOpSpan:
-            try:
-                span._end_with_outputs(result)
-            except Exception:
-                logger.exception("tracewire: could not end span %r", name)
+        spec.succeed(span, result)
         return result
 
     return wrapper
@@ -306,8 +293,8 @@ class _StreamOutput:
 
     __slots__ = ("cap", "items", "keep_objects", "kept", "size", "truncated")
 
-    def __init__(self, span: Span, reducer: Callable[[list[Any]], Any] | None) -> None:
-        live = span._live
+    def __init__(self, span: LiveSpan, reducer: Callable[[list[Any]], Any] | None) -> None:
+        live = span.live_trace
         self.cap = live.max_value_bytes if live is not None else 0
         self.items: list[Any] = []
         self.keep_objects = reducer is not None
@@ -324,7 +311,7 @@ class _StreamOutput:
                 stored = item
                 n = len(item) + 3  # quotes and separator
             else:
-                text = _encoding.dumps(_redaction.redact(item))
+                text = encoding.dumps(item)  # redacted with the outputs, on the export worker
                 n = len(text) + 1
                 stored = item if self.keep_objects else orjson.Fragment(text)
             self.size += n
@@ -338,7 +325,7 @@ class _StreamOutput:
         except Exception:
             logger.debug("tracewire: could not record a stream chunk", exc_info=True)
 
-    def output(self, span: Span, reducer: Callable[[list[Any]], Any] | None) -> Any:
+    def output(self, span: LiveSpan, reducer: Callable[[list[Any]], Any] | None) -> Any:
         output: Any = self.items
         if reducer is not None:
             try:
@@ -347,16 +334,16 @@ class _StreamOutput:
                 logger.warning("tracewire: output_reducer of span %r failed", span.name, exc_info=True)
         if not self.truncated:
             return output
-        output = _redaction.redact(output)
-        text = output if isinstance(output, str) else _encoding.dumps(output)
-        live = span._live
+        output = redaction.redact(output)
+        text = output if isinstance(output, str) else encoding.dumps(output)
+        live = span.live_trace
         if live is not None:
             live.note_truncated(span, SpanAttributeKey.OUTPUTS)
-        return _encoding.truncation_marker(self.size, text[: _encoding.PREVIEW_CHARS])
+        return encoding.truncation_marker(self.size, text[: encoding.PREVIEW_CHARS])
 
 
 def _finish_stream(
-    span: Span, chunks: _StreamOutput, reducer: Callable[[list[Any]], Any] | None,
+    span: LiveSpan, chunks: _StreamOutput, reducer: Callable[[list[Any]], Any] | None,
     exc: BaseException | None, closed_early: bool,
 ) -> None:
     if span.__class__ is NoOpSpan:
@@ -367,18 +354,17 @@ def _finish_stream(
             span.set_attribute("tracewire.generator_closed_early", True)
     except Exception:
         logger.exception("tracewire: could not record stream output of %r", span.name)
-    _close_span(span, exc)
+    close_span(span, exc)
 
 
-def _wrap_generator(
-    fn: Callable[..., Any], name: str, span_type: str, attrs: dict[str, Any] | None,
-    bind: _Binder, reducer: Callable[[list[Any]], Any] | None,
-) -> Callable[..., Any]:
+def _wrap_generator(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    reducer = spec.reducer
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-        if not _runtime.STATE.enabled:
+        if not RECORDER.enabled:
             return (yield from fn(*args, **kwargs))
-        span = _open_span(name, span_type, attrs, _inputs(bind, args, kwargs), True)
+        span = spec.begin(args, kwargs)
         chunks = _StreamOutput(span, reducer)
         token = _current.set(span)
         try:
@@ -418,17 +404,16 @@ def _wrap_generator(
     return wrapper
 
 
-def _wrap_async_generator(
-    fn: Callable[..., Any], name: str, span_type: str, attrs: dict[str, Any] | None,
-    bind: _Binder, reducer: Callable[[list[Any]], Any] | None,
-) -> Callable[..., Any]:
+def _wrap_async_generator(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    reducer = spec.reducer
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        if not _runtime.STATE.enabled:
+        if not RECORDER.enabled:
             async for item in fn(*args, **kwargs):
                 yield item
             return
-        span = _open_span(name, span_type, attrs, _inputs(bind, args, kwargs), True)
+        span = spec.begin(args, kwargs)
         chunks = _StreamOutput(span, reducer)
         agen = fn(*args, **kwargs)
         sent: Any = None
@@ -467,9 +452,9 @@ def _wrap_async_generator(
 # -- trace-level updates and queries ------------------------------------------------------------
 
 
-def get_current_active_span() -> Span | None:
+def get_current_active_span() -> LiveSpan | None:
     """The span new spans would attach to in this context, or None."""
-    span = _current.get()
+    span = current_live_span()
     if span is None or span.__class__ is NoOpSpan:
         return None
     return span
@@ -482,7 +467,7 @@ def get_active_trace_id() -> str | None:
 
 def get_last_active_trace_id() -> str | None:
     """The id of the most recently finished trace in this process."""
-    return _runtime.STATE.last_trace_id
+    return RECORDER.last_trace_id
 
 
 def update_current_trace(
@@ -497,11 +482,11 @@ def update_current_trace(
 ) -> None:
     """Enrich the trace of the current span; a no-op outside a trace."""
     span = get_current_active_span()
-    live = span._live if span is not None else None
+    live = span.live_trace if span is not None else None
     if live is None:
         return
     try:
-        policy = _redaction.policy()
+        policy = redaction.policy()
         if tags:
             live.tags.update({str(k): _redacted_str(policy, str(k), v) for k, v in tags.items()})
         if metadata:
@@ -526,13 +511,13 @@ def update_current_trace(
         logger.exception("tracewire: update_current_trace failed")
 
 
-def _redacted_str(policy: _redaction.Redactor, key: str, value: Any) -> str:
+def _redacted_str(policy: redaction.Redactor, key: str, value: Any) -> str:
     """A metadata/tag value as text: redacted when its name is secret, or inside it."""
     if policy.is_secret(key):
-        return _redaction.REDACTED
+        return redaction.REDACTED
     if isinstance(value, str):
         return value
-    return _encoding.dumps(policy.redact(value))
+    return encoding.dumps(policy.redact(value))
 
 
 def propagate(fn: Callable[..., Any]) -> Callable[..., Any]:

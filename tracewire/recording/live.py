@@ -1,24 +1,28 @@
-"""A trace while it is being recorded, and the span life cycle shared by every API.
+"""Recording: a ``LiveSpan`` while it is open, a ``LiveTrace`` until its root span ends.
 
-The fluent API, the client API and the middleware all create spans here.  Ending the root span
-turns the live trace into a finished ``Trace`` and hands it to the export pipeline; everything
-after that (serialization, sampling, truncation, I/O) happens on the export worker.
+Every API creates spans here — the fluent API, the client API, the middleware and the autolog
+integrations (through ``tracewire.instrumentation``).  Values are captured as JSON text the
+moment they are set (later mutation cannot change what was recorded) and capped at
+``max_value_bytes``; ending the root span hands the live trace to ``RECORDER.on_finish`` (the
+export pipeline), which builds the finished ``Trace`` on the export worker.  Redaction of span
+inputs and outputs happens there too (``tracewire.export.finishing``), off the request path.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import threading
 import time
-from collections.abc import Callable
+import traceback
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from tracewire import context as _context
-from tracewire import encoding as _encoding
-from tracewire import runtime as _runtime
-from tracewire.keys import TRACE_ID_PREFIX, TRACE_SCHEMA_VERSION, SpanAttributeKey, TraceMetadataKey
-from tracewire.model import Span, Trace, TraceData, TraceInfo, _loads, default_trace_location
+import orjson
+
+from tracewire import context, encoding, redaction
+from tracewire.keys import TRACE_ID_PREFIX, ErrorCode, SpanAttributeKey, TraceMetadataKey
+from tracewire.model import STATUS_TO_OTEL, Span, SpanEvent
+from tracewire.recording.recorder import RECORDER, head_sampled, new_span_hex, new_trace_hex
 
 logger = logging.getLogger(__name__)
 
@@ -26,28 +30,186 @@ _SPAN_TYPE_JSON = {t: f'"{t}"' for t in (
     "LLM", "CHAT_MODEL", "CHAIN", "AGENT", "TOOL", "RETRIEVER", "EMBEDDING", "RERANKER",
     "PARSER", "MEMORY", "GUARDRAIL", "EVALUATOR", "WORKFLOW", "TASK", "UNKNOWN")}
 _SPAN_OVERHEAD_BYTES = 400  # ids, names, timestamps, keys: what a span costs beyond its values
-_getrandbits = random.getrandbits
-_suppressed = _context.suppressed.get
+_REDACTED_AT_CAPTURE = frozenset({SpanAttributeKey.INPUTS, SpanAttributeKey.OUTPUTS})
+_orjson_dumps = orjson.dumps
+_suppressed = context.suppressed.get
 _time_ns = time.time_ns
 
 
-def new_trace_hex() -> str:
-    return "%032x" % (_getrandbits(128) or 1)
+class LiveSpan(Span):
+    """A span being recorded.  Every setter takes any value and never raises into user code."""
+
+    __slots__ = ("_live",)
+
+    def __init__(
+        self, trace_id: str, span_id: str, parent_id: str | None, name: str, start_time_ns: int,
+        attributes: dict[str, str] | None = None, live: LiveTrace | None = None,
+    ) -> None:
+        super().__init__(trace_id, span_id, parent_id, name, start_time_ns, attributes)
+        self._live = live
+
+    @property
+    def live_trace(self) -> LiveTrace | None:
+        """The trace this span records into (None once it finished, or for a no-op span)."""
+        return self._live
+
+    def _encode(self, key: str, value: Any) -> str:
+        """JSON text of ``value`` for attribute ``key``, capped at the trace's value limit."""
+        live = self._live
+        if live is None:
+            return encoding.dumps(value)
+        limit = live.max_value_bytes
+        # Fast path: orjson straight away unless the value is a huge str/bytes (then cut it
+        # without encoding it at all, in dumps_capped).
+        if not (isinstance(value, (str, bytes, bytearray)) and len(value) > limit):
+            try:
+                raw = _orjson_dumps(value, default=encoding._default, option=encoding._OPTIONS)
+            except Exception:
+                raw = None
+            if raw is not None:
+                if len(raw) <= limit:
+                    live.approx_bytes += len(raw)
+                    return raw.decode()
+                live.note_truncated(self, key)
+                if key in _REDACTED_AT_CAPTURE:
+                    # The marker keeps a preview of the value: redact before cutting (rare path;
+                    # values under the cap are redacted on the export worker).
+                    raw = _orjson_dumps(redaction.redact(value), default=encoding._default,
+                                        option=encoding._OPTIONS)
+                text = encoding.marker_from_json(raw)
+                live.approx_bytes += len(text)
+                return text
+        text, truncated = encoding.dumps_capped(value, limit)
+        if truncated:
+            live.note_truncated(self, key)
+        live.approx_bytes += len(text)
+        return text
+
+    def set_inputs(self, inputs: Any) -> None:
+        """Record the inputs; values named like secrets are redacted (``tracewire.redaction``)."""
+        self._attributes[SpanAttributeKey.INPUTS] = self._encode(SpanAttributeKey.INPUTS, inputs)
+
+    def set_outputs(self, outputs: Any) -> None:
+        """Record the outputs; values named like secrets are redacted."""
+        self._attributes[SpanAttributeKey.OUTPUTS] = self._encode(SpanAttributeKey.OUTPUTS, outputs)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if type(key) is not str:
+            key = str(key)
+        kind = type(value)
+        live = self._live
+        # Fast path for the scalars that make up most attributes: a short string cannot exceed
+        # the value cap (JSON escaping grows a character to at most 6 bytes).
+        if live is not None and (
+            kind is bool or kind is float or (kind is str and len(value) * 6 < live.max_value_bytes)
+            or (kind is int and -(2**63) <= value < 2**64)
+        ):
+            try:
+                raw = _orjson_dumps(value)
+            except TypeError:  # a str with lone surrogates: _encode escapes them
+                raw = None
+            if raw is not None:
+                live.approx_bytes += len(raw)
+                self._attributes[key] = raw.decode()
+                return
+        self._attributes[key] = self._encode(key, value)
+        if key == SpanAttributeKey.CHAT_USAGE and live is not None:
+            live.record_usage(self.span_id, value)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        set_attribute = self.set_attribute
+        for key, value in attributes.items():
+            set_attribute(key, value)
+
+    def set_span_type(self, span_type: str) -> None:
+        self._attributes[SpanAttributeKey.SPAN_TYPE] = encoding.dumps(str(span_type))
+
+    def set_status(self, code: str, message: str = "") -> None:
+        """Set the status: ``"OK"``, ``"ERROR"`` (or ``"UNSET"``); other values are ignored."""
+        code = str(getattr(code, "value", code)).upper().removeprefix("STATUS_CODE_")
+        if code in STATUS_TO_OTEL:
+            self.status_code = code
+            self.status_message = str(message or "")
+
+    def add_event(
+        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp_ns: int | None = None
+    ) -> None:
+        attrs = {str(k): _event_value(v) for k, v in (attributes or {}).items()}
+        self.events.append(SpanEvent(str(name), timestamp_ns or _time_ns(), attrs))
+
+    def record_exception(self, exc: BaseException) -> None:
+        """Add an ``exception`` event (type, message, stacktrace) and set status ERROR."""
+        try:
+            stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        except Exception:
+            stack = ""
+        self.add_event(
+            "exception",
+            {
+                "exception.type": type(exc).__name__,
+                "exception.message": _safe_str(exc),
+                "exception.stacktrace": stack,
+            },
+        )
+        self.set_status("ERROR", f"{type(exc).__name__}: {_safe_str(exc)}")
+
+    def end(self, outputs: Any = None, status: str | None = None) -> None:
+        """End the span (idempotent).  Ending a trace's root span finishes the trace."""
+        if self.end_time_ns is not None:
+            return
+        if outputs is not None:
+            self._attributes[SpanAttributeKey.OUTPUTS] = self._encode(SpanAttributeKey.OUTPUTS, outputs)
+        if status is not None:
+            self.set_status(status)
+        self.end_time_ns = _time_ns()
+        if self.status_code == "UNSET":
+            self.status_code = "OK"
+        live = self._live
+        if live is not None:
+            live.span_ended(self)
 
 
-def head_sampled(trace_hex: str, rate: float) -> bool:
-    """Deterministic head sampling from the trace id (same decision in every service)."""
-    if rate >= 1.0:
-        return True
-    if rate <= 0.0:
-        return False
-    return int(trace_hex[16:], 16) < rate * 2**64
+class NoOpSpan(LiveSpan):
+    """Stands in for a span when tracing is off or the trace was not sampled; ignores writes."""
+
+    __slots__ = ()
+
+    def __init__(self, trace_id: str = "", span_id: str = "") -> None:
+        super().__init__(trace_id, span_id, None, "", 0)
+
+    def set_inputs(self, inputs: Any) -> None:
+        pass
+
+    def set_outputs(self, outputs: Any) -> None:
+        pass
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+    def set_span_type(self, span_type: str) -> None:
+        pass
+
+    def set_status(self, code: str, message: str = "") -> None:
+        pass
+
+    def add_event(self, name: str, attributes: Any = None, timestamp_ns: int | None = None) -> None:
+        pass
+
+    def record_exception(self, exc: BaseException) -> None:
+        pass
+
+    def end(self, outputs: Any = None, status: str | None = None) -> None:
+        pass
+
+
+NOOP_SPAN = NoOpSpan()
 
 
 class LiveTrace:
     """Spans and trace-level fields of one trace until its root span ends."""
 
     __slots__ = (
+        "__weakref__",
         "_id_json",
         "approx_bytes",
         "client_request_id",
@@ -72,8 +234,8 @@ class LiveTrace:
         self._id_json = '"' + trace_id + '"'
         self.max_value_bytes = max_value_bytes
         self.sampling_rate = sampling_rate
-        self.spans: list[Span] = []
-        self.root: Span | None = None
+        self.spans: list[LiveSpan] = []
+        self.root: LiveSpan | None = None
         self.metadata: dict[str, str] = {}
         self.tags: dict[str, str] = {}
         self.client_request_id: str | None = None
@@ -91,18 +253,18 @@ class LiveTrace:
         name: str,
         parent_id: str | None,
         span_type: str,
-        attributes: dict[str, Any] | None = None,
-    ) -> Span:
-        span = Span(
+        attributes: Mapping[str, Any] | None = None,
+    ) -> LiveSpan:
+        span = LiveSpan(
             self.trace_id,
-            "%016x" % (_getrandbits(64) or 1),
+            new_span_hex(),
             parent_id,
             name,
             _time_ns(),
             {
                 SpanAttributeKey.REQUEST_ID: self._id_json,
                 SpanAttributeKey.SPAN_TYPE: _SPAN_TYPE_JSON.get(span_type)
-                or _encoding.dumps(str(span_type)),
+                or encoding.dumps(str(span_type)),
             },
             self,
         )
@@ -129,14 +291,23 @@ class LiveTrace:
         self.deferred.append(work)
         self.approx_bytes += approx_bytes
 
+    def run_deferred(self) -> None:
+        """Run the deferred recording (on the export worker); a failing item is logged."""
+        work, self.deferred = self.deferred, None
+        for item in work or ():
+            try:
+                item()
+            except Exception:
+                logger.exception("tracewire: deferred recording failed for trace %s", self.trace_id)
+
     def note_truncated(self, span: Span, key: str) -> None:
         """A captured value was over ``max_value_bytes`` and was replaced by a marker."""
         if span is self.root and key == SpanAttributeKey.INPUTS:
-            code = "MAX_REQUEST_SIZE_EXCEEDED"
+            code = ErrorCode.MAX_REQUEST_SIZE_EXCEEDED
         elif span is self.root and key == SpanAttributeKey.OUTPUTS:
-            code = "MAX_RESPONSE_SIZE_EXCEEDED"
+            code = ErrorCode.MAX_RESPONSE_SIZE_EXCEEDED
         else:
-            code = "TRACE_TRUNCATED"
+            code = ErrorCode.TRACE_TRUNCATED
         if self.error_codes is None:
             self.error_codes = []
         if code not in self.error_codes:
@@ -152,115 +323,61 @@ class LiveTrace:
     def span_ended(self, span: Span) -> None:
         if span is self.root and not self.finished:
             self.finished = True
+            RECORDER.last_trace_id = self.trace_id
             try:
-                _runtime.submit(self)
+                RECORDER.on_finish(self)
             except Exception:
                 logger.exception("tracewire: could not finish trace %s", self.trace_id)
 
-    def to_trace(self) -> Trace:
-        """The finished ``Trace``; built on the export worker, off the request path."""
-        if self.deferred:
-            work, self.deferred = self.deferred, None
-            for item in work:
-                try:
-                    item()
-                except Exception:
-                    logger.exception("tracewire: deferred recording failed for trace %s", self.trace_id)
-        root = self.root
-        assert root is not None and root.end_time_ns is not None
-        metadata = dict(_runtime.process_metadata())
-        metadata[TraceMetadataKey.SCHEMA_VERSION] = TRACE_SCHEMA_VERSION
-        if self.usage:
-            metadata[TraceMetadataKey.TOKEN_USAGE] = _aggregate_usage(self.usage.values())
-        metadata.update(self.metadata)
-        tags = {"mlflow.traceName": root.name}
-        tags.update(self.tags)
-        state = self.state or ("ERROR" if root.status_code == "ERROR" else "OK")
-        request_preview = self.request_preview
-        if request_preview is None:
-            request_preview = _preview(root.raw_attribute(SpanAttributeKey.INPUTS))
-        response_preview = self.response_preview
-        if response_preview is None:
-            response_preview = _preview(root.raw_attribute(SpanAttributeKey.OUTPUTS))
-        info = TraceInfo(
-            trace_id=self.trace_id,
-            request_time=root.start_time_ns // 1_000_000,
-            state=state,
-            execution_duration_ms=(root.end_time_ns - root.start_time_ns) // 1_000_000,
-            client_request_id=self.client_request_id,
-            request_preview=request_preview,
-            response_preview=response_preview,
-            trace_metadata=metadata,
-            tags=tags,
-            trace_location=default_trace_location(_runtime.settings().mlflow_experiment_id),
-        )
-        trace = Trace(info, TraceData(list(self.spans)))
-        trace.approx_bytes = self.approx_bytes
-        if self.error_codes:
-            trace.logging_error_codes = list(self.error_codes)
-        for span in trace.data.spans:
-            span._live = None  # the finished trace no longer records (and holds no cycle)
-        return trace
-
-
-def _preview(raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    if len(raw) >= 2 and raw[0] == '"' and raw[-1] == '"':
-        raw = str(_loads(raw))
-    return raw[: _encoding.PREVIEW_CHARS]
-
-
-def _aggregate_usage(usages: Any) -> str:
-    total = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-    for usage in usages:
-        for key in total:
-            value = usage.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                total[key] += int(value)
-    if not total["total_tokens"]:
-        total["total_tokens"] = total["input_tokens"] + total["output_tokens"]
-    return _encoding.dumps(total)
+    def detach(self) -> None:
+        """The trace is being built: its spans stop recording (and hold no cycle)."""
+        for span in self.spans:
+            span._live = None
 
 
 def start_trace(
     name: str,
     span_type: str,
-    attributes: dict[str, Any] | None = None,
+    attributes: Mapping[str, Any] | None = None,
     trace_hex: str | None = None,
-) -> Span | None:
+) -> LiveSpan | None:
     """Start a new trace and return its root span, or None when head sampling says no.
 
     None too on the export worker (sinks' code is never traced: no trace can beget traces).
     """
     if _suppressed():
         return None
-    settings = _runtime.settings()
+    settings = RECORDER.settings
     trace_hex = trace_hex or new_trace_hex()
     if not head_sampled(trace_hex, settings.sample_rate):
         return None
     live = LiveTrace(TRACE_ID_PREFIX + trace_hex, settings.max_value_bytes, settings.sample_rate)
+    if RECORDER.index_live:
+        LIVE_TRACES[live.trace_id] = live
     return live.new_span(name, None, span_type, attributes)
 
 
-class _Registry:
-    """Live traces by id, for the client API (the fluent API holds its spans directly)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._spans: dict[str, dict[str, Span]] = {}
-
-    def add(self, span: Span) -> None:
-        with self._lock:
-            self._spans.setdefault(span.trace_id, {})[span.span_id] = span
-
-    def get(self, trace_id: str, span_id: str) -> Span | None:
-        with self._lock:
-            return self._spans.get(trace_id, {}).get(span_id)
-
-    def pop_trace(self, trace_id: str) -> dict[str, Span] | None:
-        with self._lock:
-            return self._spans.pop(trace_id, None)
+# Live traces by id, for the client API to attach to fluent traces too; filled only once a
+# TracingClient exists (RECORDER.index_live), so apps that never use one pay nothing.
+LIVE_TRACES: weakref.WeakValueDictionary[str, LiveTrace] = weakref.WeakValueDictionary()
 
 
-registry = _Registry()
+def find_live_span(trace_id: str, span_id: str) -> LiveSpan | None:
+    """An open span of a live trace (fluent or client) by ids, or None."""
+    live = LIVE_TRACES.get(trace_id)
+    if live is None or live.finished:
+        return None
+    return next((span for span in reversed(live.spans) if span.span_id == span_id), None)
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _event_value(value: Any) -> Any:
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    return encoding.dumps(value)
