@@ -168,7 +168,8 @@ def _consume(args: argparse.Namespace, out: TextIO) -> int:
 
     stats = asyncio.run(run())
     out.write(f"consumed {stats.consumed}, written {stats.written}, dead letters "
-              f"{stats.dead_letters}, duplicates skipped {stats.skipped_duplicates}\n")
+              f"{stats.dead_letters}, duplicates skipped {stats.skipped_duplicates}, "
+              f"commit races {stats.commit_conflicts}\n")
     return 0
 
 
