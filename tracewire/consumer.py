@@ -1,12 +1,21 @@
-"""``tracewire consume``: a Kafka topic of traces into a Delta inference table, exactly once.
+"""``tracewire consume``: a Kafka topic of traces into a Delta inference table; each Kafka record
+becomes exactly one row (or one dead letter), whatever the crashes and rebalances in between.
 
-Consumers in one group split the partitions.  Exactly-once comes from Delta itself: every
-commit carries, per partition, an app transaction ``(tracewire-consume:<group>:<topic>:<p>,
-last offset)`` in the same atomic commit as the rows (the kafka-delta-ingest technique).  On
-start and on every partition assignment the consumer seeks to the offset after the one the
-table recorded, so a crash before the commit re-reads the batch and a crash after it skips it:
-no row is written twice or lost.  Kafka offsets are committed too, after Delta, for lag
-monitoring only.  Malformed messages go to a dead-letter Delta table and never block a partition.
+Consumers in one group split the partitions.  Every Delta commit carries, per partition, an app
+transaction ``(tracewire-consume:<group>:<topic>:<p>, last offset)`` in the same atomic commit as
+the rows (the kafka-delta-ingest technique), and rows keep their (partition, offset) until then.
+The commit is conditional: it reads the offsets the table recorded at snapshot V, drops what is
+already in, and writes based on V, so a concurrent commit for one of its partitions (a consumer
+that still held the partition during a rebalance) fails it; it then re-reads, drops and retries,
+never exits.  On every partition assignment the consumer seeks past the table's offset.  Kafka
+offsets are committed too, after Delta, for lag monitoring only.
+
+What this does not remove: the same trace produced twice (a producer retry after a lost
+acknowledgement) is two Kafka records and so two rows; the consumer adds no duplicate of its own.
+
+Every column is validated; a record that cannot become a valid row goes to the dead-letter
+table (its own app transactions, same rule, committed before the rows) with its error, topic,
+partition and offset, and never blocks a partition.
 """
 
 from __future__ import annotations
