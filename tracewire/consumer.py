@@ -176,6 +176,12 @@ def dead_letter_schema() -> Any:
     ])
 
 
+@dataclass(frozen=True, slots=True)
+class _Partition:
+    topic: str
+    partition: int
+
+
 @dataclass(slots=True)
 class _Item:
     """A row or dead letter with the Kafka position it came from, kept until its commit."""
@@ -341,6 +347,22 @@ class TraceConsumer:
         written, recorded = self._conditional_append(
             self.table, rows, last, self._build_rows, [PARTITION_COLUMN])
         return written, dead, recorded
+
+    def write_messages(self, messages: Sequence[Any]) -> tuple[int, int]:
+        """Write Kafka messages (anything with ``topic, partition, offset, key, value``) exactly
+        once: rows and dead letters the table already holds are dropped; returns (rows, dead
+        letters) written.  ``run`` does this for each batch; call it to feed the table from
+        your own Kafka client."""
+        batch: dict[Any, list[Any]] = {}
+        for message in messages:
+            batch.setdefault(_Partition(message.topic, message.partition), []).append(message)
+        rows, letters, offsets = self._split(batch)
+        if not offsets:
+            return 0, 0
+        written, dead, _ = self._commit(rows, letters, offsets)
+        self.stats.written += written
+        self.stats.dead_letters += dead
+        return written, dead
 
     def _compact(self) -> None:
         from deltalake import DeltaTable
