@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -143,6 +144,8 @@ def _consume(args: argparse.Namespace, out: TextIO) -> int:
         options[key] = value
     check_object_store(args.table, options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if os.environ.get("TRACEWIRE_CONSUME_DEBUG"):
+        logging.getLogger("tracewire.consumer").setLevel(logging.DEBUG)
     last = [0.0]
 
     def progress(stats: ConsumerStats) -> None:

@@ -302,6 +302,11 @@ class TraceConsumer:
             if not todo:
                 return 0, recorded
             keep = [it for it in items if it.offset > recorded.get(it.partition, -1)]
+            if logger.isEnabledFor(logging.DEBUG):
+                spans = {p: (min((it.offset for it in items if it.partition == p), default=None), o)
+                         for p, o in todo.items()}
+                logger.debug("commit to %s at version %s: recorded %s, batch %s, keep %d of %d",
+                             path, table.version(), recorded, spans, len(keep), len(items))
             txns = [Transaction(app_id=self.app_id(p), version=o) for p, o in sorted(todo.items())]
             try:
                 write_deltalake(
@@ -382,6 +387,20 @@ class TraceConsumer:
             else:
                 self._next.pop(tp.partition, None)
         logger.info("assigned partitions %s of %s", sorted(tp.partition for tp in partitions), self.topic)
+
+    async def _reseek(self, consumer: Any, partitions: list[Any]) -> None:
+        assigned = {tp.partition: tp for tp in consumer.assignment()}
+        for partition in sorted({tp.partition for tp in partitions} & set(assigned)):
+            tp = assigned[partition]
+            done = await asyncio.to_thread(self._table_offset, partition)
+            if done is not None:
+                self._next[partition] = done + 1
+                consumer.seek(tp, done + 1)
+            else:
+                self._next.pop(partition, None)
+                await consumer.seek_to_beginning(tp)
+            logger.info("partition %s came back during a rebalance; resuming at %s", partition,
+                        "the beginning" if done is None else done + 1)
 
     def _split(
         self, batch: dict[Any, list[Any]]
@@ -491,7 +510,12 @@ class TraceConsumer:
                 # Partitions lost while gathering belong to their new owner now: drop them here
                 # (the conditional commit would drop them anyway; this just saves the work).
                 owned = {tp.partition for tp in consumer.assignment()} - self._revoked
+                dropped = [tp for tp, m in batch.items() if m and tp.partition not in owned]
                 batch = {tp: m for tp, m in batch.items() if tp.partition in owned}
+                if dropped:
+                    # The fetch position moved past the dropped messages: if the partition came
+                    # back to us, resume from the table's offset, or they would never be written.
+                    await self._reseek(consumer, dropped)
                 rows, letters, offsets = self._split(batch)
                 if not offsets:
                     continue
