@@ -243,6 +243,8 @@ class TraceConsumer:
         self.stats = ConsumerStats()
         self._next: dict[int, int] = {}  # partition -> next offset to write, per the table
         self._revoked: set[int] = set()
+        self._rebalancing = False
+        self._last_activity = time.monotonic()
         self._stop = asyncio.Event()
 
     def app_id(self, partition: int) -> str:
@@ -482,9 +484,12 @@ class TraceConsumer:
         class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 owner._revoked.update(tp.partition for tp in revoked)
+                owner._rebalancing = True
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 await owner._on_assigned(consumer, assigned)
+                owner._rebalancing = False
+                owner._last_activity = time.monotonic()
 
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers, group_id=self.group,
@@ -494,18 +499,23 @@ class TraceConsumer:
         )
         consumer.subscribe([self.topic], listener=_Listener())
         await consumer.start()
-        last_message = time.monotonic()
+        self._last_activity = time.monotonic()
         try:
             while not self._stop.is_set():
                 self._revoked.clear()
                 batch = await self._gather(consumer)
                 if not any(batch.values()):
-                    if idle_exit is not None and time.monotonic() - last_message > idle_exit:
+                    # Idle means no message for idle_exit seconds since the last message or
+                    # assignment, never counting a rebalance in progress (the group's join can
+                    # take longer than idle_exit while partitions still wait to be drained).
+                    if self._rebalancing:
+                        self._last_activity = time.monotonic()
+                    elif idle_exit is not None and time.monotonic() - self._last_activity > idle_exit:
                         break
                     continue
-                last_message = time.monotonic()
+                self._last_activity = time.monotonic()
                 if self.stats.first_message is None:
-                    self.stats.first_message = last_message
+                    self.stats.first_message = self._last_activity
                 self.stats.consumed += sum(len(m) for m in batch.values())
                 # Partitions lost while gathering belong to their new owner now: drop them here
                 # (the conditional commit would drop them anyway; this just saves the work).

@@ -82,39 +82,42 @@ def test_consumers_joining_and_leaving_write_every_record_exactly_once(
             return subprocess.Popen(consume_command(broker, topic, table, *extra),
                                     stdout=handle, stderr=subprocess.STDOUT)
 
-    def settled(proc: subprocess.Popen[bytes], timeout: float = 40) -> None:
-        """Wait until ``proc`` owns partitions and committed since its last (re)join: killing a
-        member in the middle of a join stalls tansu's group coordinator (it keeps waiting for the
-        dead member), which is a broker limitation, not the consumer's."""
-        log = logs[[p.pid for p in procs].index(proc.pid)]
+    def settled(*members: subprocess.Popen[bytes], wrote: bool = False, timeout: float = 90) -> None:
+        """Wait until each member owns partitions since its last (re)join (and, with ``wrote``,
+        committed since).  Killing a member in the middle of a join stalls tansu's group
+        coordinator (it elects the dead member leader and waits for it forever): a broker
+        limitation, not the consumer's, so the SIGKILL waits for a stable group."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = log.read_text()
-            tail = text[text.rfind("joining group"):]
-            if "assigned partitions" in tail and "\nwritten " in tail[tail.find("assigned partitions"):]:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"consumer never settled:\n{text[-2000:]}")
+        for proc in members:
+            log = logs[[p.pid for p in procs].index(proc.pid)]
+            while True:
+                text = log.read_text()
+                tail = text[text.rfind("joining group"):]
+                after = tail[tail.find("assigned partitions"):] if "assigned partitions" in tail else None
+                if after is not None and (not wrote or "\nwritten " in after):
+                    break
+                assert time.monotonic() < deadline, f"consumer never settled:\n{text[-2000:]}"
+                time.sleep(0.2)
 
     producer = threading.Thread(
         target=lambda: asyncio.run(_produce_steadily(broker.bootstrap, topic, values, SECONDS)))
     began = time.monotonic()
-    procs = [start(), start(), start()]
-    producer.start()
-    settled(procs[0])
-    procs[0].send_signal(signal.SIGTERM)  # leaves: rebalance while traces flow
-    procs.append(start())  # joins: another rebalance
-    settled(procs[3])
-    procs[2].send_signal(signal.SIGTERM)
-    procs.append(start())
-    settled(procs[4])
-    settled(procs[1])
-    os.kill(procs[1].pid, signal.SIGKILL)  # crashes mid-batch: its partitions move on session timeout
-    producer.join(90)
-    assert not producer.is_alive()
-    procs.append(start("--idle-exit", "8"))  # joins, then drains
-    terminated = [procs[0], procs[2]]
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        procs.extend([start(), start(), start()])
+        producer.start()
+        settled(procs[0], procs[2])
+        settled(procs[1], wrote=True)
+        os.kill(procs[1].pid, signal.SIGKILL)  # crashes mid-flow: its partitions move on session timeout
+        procs[0].send_signal(signal.SIGTERM)  # leaves: rebalance while traces flow
+        procs.append(start())  # joins: another rebalance
+        settled(procs[3])
+        procs[2].send_signal(signal.SIGTERM)
+        procs.append(start())
+        producer.join(90)
+        assert not producer.is_alive()
+        procs.append(start("--idle-exit", "8"))  # joins, then drains
+        terminated = [procs[0], procs[2]]
         assert procs[5].wait(120) == 0, logs[5].read_text()[-3000:]
         for proc in (procs[3], procs[4]):
             proc.send_signal(signal.SIGTERM)
@@ -127,6 +130,7 @@ def test_consumers_joining_and_leaving_write_every_record_exactly_once(
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait(10)
     ids = deltalake.DeltaTable(str(table)).to_pyarrow_table(columns=["client_request_id"])
     counts = Counter(ids.column("client_request_id").to_pylist())
     twice = [k for k, v in counts.items() if v > 1]
