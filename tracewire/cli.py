@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -144,7 +143,7 @@ def _consume(args: argparse.Namespace, out: TextIO) -> int:
         options[key] = value
     check_object_store(args.table, options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if os.environ.get("TRACEWIRE_CONSUME_DEBUG"):
+    if args.verbose:
         logging.getLogger("tracewire.consumer").setLevel(logging.DEBUG)
     last = [0.0]
 
@@ -262,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                          help="object-store option for both tables, e.g. AWS_ENDPOINT_URL=http://... "
                          "(repeatable; AWS_* environment variables apply too)")
+    consume.add_argument("--verbose", action="store_true",
+                         help="log every Delta commit: offsets recorded, batch offsets, rows kept")
     consume.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
     consume.set_defaults(run=_consume)
 
