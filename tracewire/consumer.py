@@ -329,13 +329,8 @@ class TraceConsumer:
                             path, exc, delay)
                 time.sleep(delay)
 
-    def _build_rows(self, records: list[TraceRecord]) -> Any:
-        from sinks.delta import records_to_table
-
-        return records_to_table(records)
-
     def _commit(
-        self, rows: list[_Item], letters: list[_Item], last: dict[int, int]
+        self, rows: list[_Item], letters: list[_Item], last: dict[int, int], row_table: Any
     ) -> tuple[int, int, dict[int, int]]:
         """Dead letters first (their own table and transactions), then the rows.  Returns
         (rows written, dead letters written, offsets recorded by the table before this commit)."""
@@ -352,7 +347,8 @@ class TraceConsumer:
                 self.dead_letter_table, letters, dl_last,
                 lambda values: pa.Table.from_pylist(values, schema=dead_letter_schema()), None)
         written, recorded = self._conditional_append(
-            self.table, rows, last, self._build_rows, [PARTITION_COLUMN])
+            self.table, rows, last, lambda kept: row_table.take(pa.array(kept, pa.int64())),
+            [PARTITION_COLUMN])
         return written, dead, recorded
 
     def write_messages(self, messages: Sequence[Any]) -> tuple[int, int]:
@@ -363,10 +359,10 @@ class TraceConsumer:
         batch: dict[Any, list[Any]] = {}
         for message in messages:
             batch.setdefault(_Partition(message.topic, message.partition), []).append(message)
-        rows, letters, offsets = self._split(batch)
+        rows, letters, offsets, row_table = self._split(batch)
         if not offsets:
             return 0, 0
-        written, dead, _ = self._commit(rows, letters, offsets)
+        written, dead, _ = self._commit(rows, letters, offsets, row_table)
         self.stats.written += written
         self.stats.dead_letters += dead
         return written, dead
@@ -406,7 +402,7 @@ class TraceConsumer:
 
     def _split(
         self, batch: dict[Any, list[Any]]
-    ) -> tuple[list[_Item], list[_Item], dict[int, int]]:
+    ) -> tuple[list[_Item], list[_Item], dict[int, int], Any]:
         """Rows and dead letters, each tagged with its (partition, offset), and the last offset
         per partition.  A record that cannot become a valid row (including its Arrow row) is a
         dead letter; the rest of the batch is written."""
@@ -439,7 +435,7 @@ class TraceConsumer:
                 except Exception as exc:  # a bug in validation must not stop the partition
                     dead(tp, message, f"{type(exc).__name__}: {exc}")
         try:
-            records_to_table([c[2] for c in candidates])
+            row_table = records_to_table([c[2] for c in candidates])
             good = candidates
         except Exception:  # find the records Arrow rejects, one by one
             good = []
@@ -449,8 +445,10 @@ class TraceConsumer:
                     good.append((tp, message, record))
                 except Exception as exc:
                     dead(tp, message, f"not a valid row: {type(exc).__name__}: {exc}")
-        rows = [_Item(tp.partition, message.offset, record) for tp, message, record in good]
-        return rows, letters, offsets
+            row_table = records_to_table([record for _, _, record in good])
+        # Rows refer to their line in ``row_table``: built once, filtered at commit time.
+        rows = [_Item(tp.partition, message.offset, i) for i, (tp, message, _) in enumerate(good)]
+        return rows, letters, offsets, row_table
 
     async def _gather(self, consumer: Any) -> dict[Any, list[Any]]:
         """Up to ``max_batch`` messages, waiting at most ``poll_timeout`` once some arrived:
@@ -526,10 +524,11 @@ class TraceConsumer:
                     # The fetch position moved past the dropped messages: if the partition came
                     # back to us, resume from the table's offset, or they would never be written.
                     await self._reseek(consumer, dropped)
-                rows, letters, offsets = self._split(batch)
+                rows, letters, offsets, row_table = self._split(batch)
                 if not offsets:
                     continue
-                written, dead, recorded = await asyncio.to_thread(self._commit, rows, letters, offsets)
+                written, dead, recorded = await asyncio.to_thread(
+                    self._commit, rows, letters, offsets, row_table)
                 self.stats.written += written
                 self.stats.dead_letters += dead
                 self.stats.skipped_duplicates += len(rows) - written
