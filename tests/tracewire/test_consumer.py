@@ -20,7 +20,7 @@ import pytest
 import tracewire
 from sinks import MemorySink
 from tests.kafka_broker import Broker, unique_topic
-from tracewire.read.consumer import PoisonMessage, TraceConsumer, record_from_message
+from tracewire.read.consumer import ConsumerStats, PoisonMessage, TraceConsumer, record_from_message
 
 pytest.importorskip("aiokafka")
 deltalake = pytest.importorskip("deltalake")
@@ -94,7 +94,13 @@ def test_consume_writes_every_trace_once_and_dead_letters_poison(broker: Broker,
     asyncio.run(produce(broker.bootstrap, topic, payloads[:100] + poison + payloads[100:], partitions=3))
     table = tmp_path / "traces"
     consumer = TraceConsumer(broker.bootstrap, topic, "g1", str(table), max_batch=50)
-    stats = asyncio.run(consumer.run(idle_exit=3))
+
+    def done(stats: ConsumerStats) -> None:  # stop as soon as every message landed
+        if stats.written + stats.dead_letters >= 202:
+            consumer.stop()
+
+    consumer.progress = done
+    stats = asyncio.run(consumer.run(idle_exit=30))
     assert stats.written == 200 and stats.dead_letters == 2
     counts = table_ids(table)
     assert len(counts) == 200 and set(counts.values()) == {1}
@@ -116,7 +122,15 @@ def test_two_consumers_split_partitions_and_write_each_trace_once(broker: Broker
     async def both() -> list[int]:
         consumers = [TraceConsumer(broker.bootstrap, topic, "pair", str(table), max_batch=40)
                      for _ in range(2)]
-        results = await asyncio.gather(*(c.run(idle_exit=6) for c in consumers))
+
+        def done(_: object) -> None:  # stop both as soon as every trace is in
+            if sum(c.stats.written for c in consumers) >= 600:
+                for c in consumers:
+                    c.stop()
+
+        for c in consumers:
+            c.progress = done
+        results = await asyncio.gather(*(c.run(idle_exit=30) for c in consumers))
         return [r.written for r in results]
 
     written = asyncio.run(both())

@@ -83,6 +83,9 @@ def format_tree(trace: Trace) -> str:
 
 def _search(args: argparse.Namespace, out: TextIO) -> int:
     from tracewire.read.search import search_traces
+    from tracewire.read.storage import check_object_store
+
+    check_object_store(args.table)
 
     traces = search_traces(args.table, args.filter, args.order_by, args.max_results)
     for trace in traces:
@@ -100,6 +103,9 @@ _SHOW_MAX = 1000
 
 def _show(args: argparse.Namespace, out: TextIO) -> int:
     from tracewire.read.search import search_traces
+    from tracewire.read.storage import check_object_store
+
+    check_object_store(args.table)
 
     # Several requests that carried one traceparent share a trace id: show every one of them,
     # oldest first (each is told apart by its root span id).
@@ -141,8 +147,18 @@ def _consume(args: argparse.Namespace, out: TextIO) -> int:
     import signal
 
     from tracewire.read.consumer import ConsumerStats, TraceConsumer
+    from tracewire.read.storage import check_object_store
 
+    options: dict[str, str] = {}
+    for item in args.storage_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option expects KEY=VALUE, got {item!r}")
+        options[key] = value
+    check_object_store(args.table, options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.verbose:
+        logging.getLogger("tracewire.read.consumer").setLevel(logging.DEBUG)
     last = [0.0]
 
     def progress(stats: ConsumerStats) -> None:
@@ -151,12 +167,13 @@ def _consume(args: argparse.Namespace, out: TextIO) -> int:
             last[0] = now
             rate = stats.written / max(now - stats.started, 1e-9)
             print(f"written {stats.written} traces ({rate:.0f}/s), dead letters {stats.dead_letters}, "
-                  f"commits {stats.commits}", file=sys.stderr, flush=True)
+                  f"commits {stats.commits}, commit races {stats.commit_conflicts}",
+                  file=sys.stderr, flush=True)
 
     consumer = TraceConsumer(
         args.bootstrap_servers, args.topic, args.group, args.table,
         dead_letter_table=args.dead_letter_table, max_batch=args.max_batch,
-        compact_every=args.compact_every, progress=progress,
+        compact_every=args.compact_every, progress=progress, storage_options=options or None,
     )
 
     async def run() -> ConsumerStats:
@@ -167,7 +184,8 @@ def _consume(args: argparse.Namespace, out: TextIO) -> int:
 
     stats = asyncio.run(run())
     out.write(f"consumed {stats.consumed}, written {stats.written}, dead letters "
-              f"{stats.dead_letters}, duplicates skipped {stats.skipped_duplicates}\n")
+              f"{stats.dead_letters}, duplicates skipped {stats.skipped_duplicates}, "
+              f"commit races {stats.commit_conflicts}\n")
     return 0
 
 
@@ -301,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--compact-every", type=int, default=200, help="compact after N commits (0: never)")
     consume.add_argument("--idle-exit", type=float, default=None,
                          help="exit after this many seconds without messages")
+    consume.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                         help="object-store option for both tables, e.g. AWS_ENDPOINT_URL=http://... "
+                         "(repeatable; AWS_* environment variables apply too)")
+    consume.add_argument("--verbose", action="store_true",
+                         help="log every Delta commit: offsets recorded, batch offsets, rows kept")
     consume.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
     consume.set_defaults(run=_consume)
 
