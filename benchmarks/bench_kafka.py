@@ -193,7 +193,7 @@ def raw_delta(payloads: list[tuple[bytes, bytes]], batch: int = 256) -> float:
     import tempfile
 
     import tracewire
-    from sinks.delta import PARTITION_COLUMN, records_to_table
+    from tracewire.export.table import PARTITION_COLUMN, records_to_table
     from tracewire import config
     from tracewire.export import finishing as sampling
 

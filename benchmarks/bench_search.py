@@ -52,7 +52,7 @@ def generate(path: Path, rows: int, seed: int = 1) -> dict[str, Any]:
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from sinks.delta import PARTITION_COLUMN, table_schema
+    from tracewire.export.table import PARTITION_COLUMN, table_schema
 
     rng = random.Random(seed)
     start = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)

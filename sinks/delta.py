@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime as dt
 import logging
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sinks.base import Sink
+from tracewire.export.table import PARTITION_COLUMN, records_to_table
 
 if TYPE_CHECKING:
     from tracewire.config import Settings
@@ -25,60 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PARTITION_COLUMN = "request_date"
 _COMMIT_RETRIES = 50
-
-
-def table_schema() -> Any:
-    """The inference-table schema as a pyarrow schema."""
-    import pyarrow as pa
-
-    string_map = pa.map_(pa.string(), pa.string())
-    return pa.schema([
-        ("trace_id", pa.string()),
-        ("client_request_id", pa.string()),
-        ("request_date", pa.date32()),
-        ("request_time", pa.timestamp("us", tz="UTC")),
-        ("status_code", pa.int32()),
-        ("state", pa.string()),
-        ("execution_duration_ms", pa.int64()),
-        ("sampling_fraction", pa.float64()),
-        ("session_id", pa.string()),
-        ("user_id", pa.string()),
-        ("request", pa.string()),
-        ("response", pa.string()),
-        ("trace", pa.string()),
-        ("request_metadata", string_map),
-        ("tags", string_map),
-        ("logging_error_codes", pa.list_(pa.string())),
-    ])
-
-
-def records_to_table(records: Sequence[TraceRecord]) -> Any:
-    """A pyarrow table of ``records`` in the inference-table schema."""
-    import pyarrow as pa
-
-    utc = dt.timezone.utc
-    times = [dt.datetime.fromtimestamp(r.request_time_ms / 1000, tz=utc) for r in records]
-    columns = {
-        "trace_id": [r.trace_id for r in records],
-        "client_request_id": [r.client_request_id for r in records],
-        "request_date": [t.date() for t in times],
-        "request_time": times,
-        "status_code": [r.status_code for r in records],
-        "state": [r.state for r in records],
-        "execution_duration_ms": [r.execution_duration_ms for r in records],
-        "sampling_fraction": [r.sampling_fraction for r in records],
-        "session_id": [r.session_id for r in records],
-        "user_id": [r.user_id for r in records],
-        "request": [r.request for r in records],
-        "response": [r.response for r in records],
-        "trace": pa.array([r.payload for r in records], type=pa.string()),
-        "request_metadata": [list(r.metadata.items()) for r in records],
-        "tags": [list(r.tags.items()) for r in records],
-        "logging_error_codes": [list(r.logging_error_codes) for r in records],
-    }
-    return pa.table(columns, schema=table_schema())
 
 
 class DeltaTableSink(Sink):

@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from middleware._body import REDACTED, BodyCapture, Redactor, decode
-from middleware._request import RequestConfig, clean_header, parse_traceparent, resolve
+from middleware._request import RequestConfig, clean_header, resolve
+from middleware._tracecontext import parse_traceparent
 from tracewire import config
 
 VALID = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

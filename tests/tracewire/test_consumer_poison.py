@@ -26,7 +26,7 @@ from tracewire.read.consumer import PoisonMessage, TraceConsumer, record_from_me
 pytest.importorskip("aiokafka")
 deltalake = pytest.importorskip("deltalake")
 
-from sinks.delta import records_to_table  # noqa: E402
+from tracewire.export.table import records_to_table  # noqa: E402
 
 _BASE: list[dict[str, Any]] = []
 

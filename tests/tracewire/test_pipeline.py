@@ -12,9 +12,11 @@ import pytest
 import tracewire
 from sinks import MemorySink, Sink
 from tracewire import config
+from tracewire.export.finishing import build_trace
 from tracewire.export.pipeline import ExportPipeline
 from tracewire.export.record import TraceRecord
-from tracewire.recording.live import LiveTrace, new_trace_hex
+from tracewire.recording.live import LiveTrace
+from tracewire.recording.recorder import new_trace_hex
 
 
 class FlakySink(Sink):
@@ -58,7 +60,7 @@ def make_trace(name: str = "t", payload: str = "x") -> tracewire.Trace:
     root = live.new_span(name, None, "CHAIN")
     root.set_outputs(payload)
     root.end_time_ns = time.time_ns()
-    return live.to_trace()
+    return build_trace(live)
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ import time
 import orjson
 
 from tracewire import config
-from tracewire.export.finishing import keep_probability, process
+from tracewire.export.finishing import build_trace, keep_probability, process
 from tracewire.model import Trace
-from tracewire.recording.live import LiveTrace, new_trace_hex
+from tracewire.recording.live import LiveTrace
+from tracewire.recording.recorder import new_trace_hex
 
 
 def big_trace(size: int, state_error: bool = False) -> Trace:
@@ -21,7 +22,7 @@ def big_trace(size: int, state_error: bool = False) -> Trace:
     if state_error:
         root.set_status("ERROR")
     root.end_time_ns = time.time_ns()
-    return live.to_trace()
+    return build_trace(live)
 
 
 def test_keep_probability() -> None:

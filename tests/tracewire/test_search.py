@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tracewire
-from tracewire.read.search import MAX_CLAUSES, MAX_IN_VALUES, SearchFilterError, build_filter
+from tracewire.read.filter import MAX_CLAUSES, MAX_IN_VALUES, SearchFilterError
+from tracewire.read.search import build_filter
 
 pytest.importorskip("deltalake")
 

@@ -21,9 +21,10 @@ import tracewire
 from sinks import MemorySink
 from tests.kafka_broker import Broker, read_topic, unique_topic
 from tracewire import config
-from tracewire.export.finishing import process
+from tracewire.export.finishing import build_trace, process
 from tracewire.model import Trace
-from tracewire.recording.live import LiveTrace, new_trace_hex
+from tracewire.recording.live import LiveTrace
+from tracewire.recording.recorder import new_trace_hex
 
 mlflow_entities = pytest.importorskip("mlflow.entities")
 
@@ -51,7 +52,7 @@ def build(
             child.record_exception(ValueError(f"failed {i}"))
         child.end()
     root.end()
-    return live.to_trace()
+    return build_trace(live)
 
 
 def fit(trace: Trace, cap: int) -> tuple[bytes, dict[str, Any]]:
@@ -151,7 +152,7 @@ def test_root_error_spans_and_their_ancestors_are_kept() -> None:
         tool.end()
         agent.end()
     root.end()
-    _, data = fit(live.to_trace(), 20_000)
+    _, data = fit(build_trace(live), 20_000)
     names = span_names(data)
     assert {"root", "agent-7", "tool-7", "agent-250", "tool-250"} <= set(names)
     assert len(names) < 601 and truncated_counts(data)["spans_dropped"] == 601 - len(names)
@@ -175,7 +176,7 @@ def test_a_root_too_big_for_the_smallest_cap_is_cut_to_a_skeleton() -> None:
     live.tags.update({"t": "x" * 3000})
     live.client_request_id = "c" * 3000
     root.end()
-    _, data = fit(live.to_trace(), 1024)
+    _, data = fit(build_trace(live), 1024)
     (span,) = data["data"]["spans"]
     assert span["name"].startswith("rrr") and data["info"]["state"] == "ERROR"
     assert truncated_counts(data)["attributes_dropped"] == 500
@@ -235,7 +236,7 @@ def random_trace(shape: dict[str, Any]) -> Trace:
         live.metadata["mlflow.trace.session"] = "s" * shape["session"]
     for span in reversed(spans):
         span.end()
-    return live.to_trace()
+    return build_trace(live)
 
 
 def _no_value_grew(before: dict[str, Any], after: dict[str, Any]) -> None:

@@ -134,11 +134,22 @@ def keep_probability(size: int, threshold: int, is_error: bool) -> float:
 
 
 def finish(
-    live: LiveTrace, settings: Settings, rng: random.Random,
+    item: LiveTrace | Trace, settings: Settings, rng: random.Random,
     process_metadata: Mapping[str, str] | None = None,
 ) -> TraceRecord | None:
-    """Build, redact, sample, fit and record one trace; None when size-aware sampling drops it."""
-    return process(build_trace(live, process_metadata, settings.mlflow_experiment_id), settings, rng)
+    """Build, redact, sample, fit and record one trace; None when size-aware sampling drops it.
+
+    ``item`` is a live trace whose root ended, or a ``Trace`` already built (re-sent, replayed)."""
+    if isinstance(item, LiveTrace):
+        item = build_trace(item, process_metadata, settings.mlflow_experiment_id)
+    return process(item, settings, rng)
+
+
+def approx_bytes(item: LiveTrace | Trace) -> int:
+    """What a queued trace holds, for the pipeline's byte bound (before it is serialized)."""
+    if isinstance(item, LiveTrace):
+        return item.approx_bytes
+    return sum(400 + sum(map(len, span.raw_attributes.values())) for span in item.data.spans)
 
 
 def process(trace: Trace, settings: Settings, rng: random.Random) -> TraceRecord | None:

@@ -31,6 +31,7 @@ from tracewire.export import finishing
 from tracewire.export.exporter import Exporter
 from tracewire.export.record import TraceRecord
 from tracewire.logs import RateLimitedLog
+from tracewire.model import Trace
 from tracewire.recording.live import LiveTrace
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class ExportPipeline:
         self._cond = threading.Condition(threading.Lock())
         # (trace, bytes counted for it at submit): a live trace can still grow after submit
         # (deferred body recording runs on the worker), so release exactly what was counted.
-        self._queue: collections.deque[tuple[LiveTrace, int]] = collections.deque()
+        self._queue: collections.deque[tuple[LiveTrace | Trace, int]] = collections.deque()
         self._held_traces = 0
         self._held_bytes = 0
         self._accepted = 0
@@ -127,12 +128,12 @@ class ExportPipeline:
                     logger.exception("tracewire: %s.after_fork failed", state.name)
 
     # -- request path ------------------------------------------------------------------------------
-    def submit(self, trace: LiveTrace) -> bool:
+    def submit(self, trace: LiveTrace | Trace) -> bool:
         """Accept a finished trace for export; False (and counted) when the bound is full."""
         # A queued trace will hold its serialized JSON as well as the root request/response
         # text the sinks index on: count it at twice its captured bytes until it is serialized,
         # then at its real size (see _pump), so the byte bound bounds memory, not a fraction of it.
-        size = 2 * trace.approx_bytes + 512
+        size = 2 * finishing.approx_bytes(trace) + 512
         settings = self._settings
         with self._cond:
             if self._closed:

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from tracewire.export.record import TraceRecord
+from tracewire.export.table import PARTITION_COLUMN, dead_letter_schema, records_to_table
 from tracewire.keys import SpanAttributeKey, TraceMetadataKey
 from tracewire.model import parse_request_time
 
@@ -165,16 +166,6 @@ def record_from_message(value: bytes | None) -> TraceRecord:
         tags=tags,
         logging_error_codes=error_codes,
     )
-
-
-def dead_letter_schema() -> Any:
-    import pyarrow as pa
-
-    return pa.schema([
-        ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
-        ("key", pa.binary()), ("value", pa.binary()), ("error", pa.string()),
-        ("received_at", pa.timestamp("us", tz="UTC")),
-    ])
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +328,6 @@ class TraceConsumer:
         (rows written, dead letters written, offsets recorded by the table before this commit)."""
         import pyarrow as pa
 
-        from sinks.delta import PARTITION_COLUMN
 
         dead = 0
         if letters:
@@ -407,7 +397,6 @@ class TraceConsumer:
         """Rows and dead letters, each tagged with its (partition, offset), and the last offset
         per partition.  A record that cannot become a valid row (including its Arrow row) is a
         dead letter; the rest of the batch is written."""
-        from sinks.delta import records_to_table
 
         rows: list[_Item] = []
         letters: list[_Item] = []

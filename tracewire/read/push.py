@@ -55,7 +55,7 @@ def _dataset(table: str) -> Any:
     if _is_jsonl(table):
         import pyarrow.dataset as ds
 
-        from sinks.delta import records_to_table
+        from tracewire.export.table import records_to_table
 
         path = table.removeprefix("jsonl:").removeprefix("//")
         records = []

@@ -72,10 +72,15 @@ class _Registry:
         oldest = now - settings.client_trace_ttl
         dropped = 0
         while self._traces:
-            trace_id, (started, _) = next(iter(self._traces.items()))
+            trace_id, (started, spans) = next(iter(self._traces.items()))
             if started >= oldest and len(self._traces) <= settings.client_max_traces:
                 break
             del self._traces[trace_id]
+            for span in spans.values():
+                live = span.live_trace
+                if live is not None:
+                    live.abandon()
+                    break
             dropped += 1
         if not dropped:
             return

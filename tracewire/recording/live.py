@@ -329,6 +329,10 @@ class LiveTrace:
             except Exception:
                 logger.exception("tracewire: could not finish trace %s", self.trace_id)
 
+    def abandon(self) -> None:
+        """Never export this trace (a client trace dropped unended): its spans stop counting."""
+        self.finished = True
+
     def detach(self) -> None:
         """The trace is being built: its spans stop recording (and hold no cycle)."""
         for span in self.spans:

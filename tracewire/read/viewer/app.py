@@ -32,7 +32,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracewire.model import Trace
-from tracewire.read.search import SearchFilterError, open_dataset, parse_filter, search_traces
+from tracewire.read.filter import SearchFilterError, parse_filter
+from tracewire.read.search import open_dataset, search_traces
 from tracewire.read.viewer import views
 
 logger = logging.getLogger(__name__)
