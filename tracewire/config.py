@@ -89,6 +89,19 @@ def _header_name(value: Any) -> str:
     return text
 
 
+AUTOLOG_INTEGRATIONS = ("openai",)
+
+
+def _autolog_list(value: Any) -> tuple[str, ...]:
+    names = tuple(name.lower() for name in _str_list(value))
+    unknown = [name for name in names if name not in AUTOLOG_INTEGRATIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown integration(s) {', '.join(unknown)}; known: {', '.join(AUTOLOG_INTEGRATIONS)}"
+        )
+    return names
+
+
 def _nonempty_str(value: Any) -> str:
     text = str(value).strip()
     if not text:
@@ -149,6 +162,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("redact_fields", "TRACING_REDACT_FIELDS",
             ("password", "api_key", "apikey", "token", "secret", "authorization"), _str_list,
             "body field names containing one of these words (case-insensitive) replaced by [REDACTED]"),
+    Setting("autolog", "TRACING_AUTOLOG", (), _autolog_list,
+            "client libraries traced automatically when tracing is configured, comma-separated: openai"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -177,6 +192,7 @@ class Settings:
     user_id_header: str
     trace_id_header: str
     redact_fields: tuple[str, ...]
+    autolog: tuple[str, ...] = ()
     # Producer and sink options that pass through to sinks (TRACING_KAFKA_*, ...).
     extra: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
