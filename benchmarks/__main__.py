@@ -25,6 +25,7 @@ SECTIONS = [
     ("memory", "benchmarks.bench_memory", "memory while the broker is down"),
     ("servers", "benchmarks.bench_servers", "uvicorn and gunicorn under wrk, tracing off vs on"),
     ("search", "benchmarks.bench_search", "search latency and consumer throughput"),
+    ("openai", "benchmarks.bench_openai", "OpenAI autolog: added cost per client call"),
 ]
 
 

@@ -25,6 +25,7 @@ import importlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,15 @@ def _start_span(name: str, span_type: str, inputs: Any, attributes: dict[str, An
     return None if isinstance(span, NoOpSpan) else span
 
 
+def _defer(span: Span, work: Callable[[], None], approx_bytes: int) -> bool:
+    """Run ``work`` on the export worker before the span's trace is built; False if too late."""
+    live = span._live
+    if live is None or live.finished:
+        return False
+    live.defer(work, approx_bytes)
+    return True
+
+
 def _max_value_bytes() -> int:
     return _runtime.settings().max_value_bytes
 
@@ -58,7 +68,6 @@ def _max_value_bytes() -> int:
 MESSAGE_FORMAT = "mlflow.message.format"
 CHAT_TOOLS = "mlflow.chat.tools"
 LLM_MODEL = "mlflow.llm.model"
-LLM_PROVIDER = "mlflow.llm.provider"
 GEN_AI_OPERATION = "gen_ai.operation.name"
 GEN_AI_PROVIDER = "gen_ai.provider.name"
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
@@ -198,19 +207,15 @@ class _Call:
             inputs = {k: v for k, v in kwargs.items() if k not in _SECRET_KWARGS and not _omitted(v)}
             if args:
                 inputs["args"] = list(args)
-            attributes: dict[str, Any] = {
-                GEN_AI_OPERATION: _OPERATION[kind],
-                GEN_AI_PROVIDER: _provider(resource),
-                LLM_PROVIDER: "openai",
-            }
+            attributes: dict[str, Any] = {GEN_AI_OPERATION: _OPERATION[kind], GEN_AI_PROVIDER: "openai"}
             if kind != _EMBEDDINGS:
                 attributes[MESSAGE_FORMAT] = "openai"
             model = inputs.get("model")
             if isinstance(model, str):
                 attributes[GEN_AI_REQUEST_MODEL] = model
-            for param, key in _REQUEST_PARAMS.items():
-                value = inputs.get(param)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
+            for param, value in inputs.items():
+                key = _REQUEST_PARAMS.get(param)
+                if key is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
                     attributes[key] = value
             _server_attributes(resource, attributes)
             tools = inputs.get("tools")
@@ -251,11 +256,14 @@ class _Call:
         if response is None or not hasattr(response, "model_dump_json"):
             span.end()
             return
-        try:
-            outputs: Any = orjson.Fragment(response.model_dump_json(exclude_unset=True, warnings=False))
-        except Exception:
-            outputs = response
-        span.set_outputs(outputs)
+
+        def record_outputs() -> None:
+            span.set_outputs(_response_json(response))
+
+        # Serializing the response is most of the span's cost: the export worker does it (the
+        # client's response objects are not mutated after they are returned).
+        if not _defer(span, record_outputs, _approx_response_bytes(self.kind, response)):
+            record_outputs()
         self.record_response_attributes(
             getattr(response, "id", None), getattr(response, "model", None),
             _finish_reasons(self.kind, response), _usage(self.kind, getattr(response, "usage", None)),
@@ -295,22 +303,32 @@ def _omitted(value: Any) -> bool:
     return (name == "NotGiven" or name == "Omit") and type(value).__module__.startswith("openai")
 
 
-def _provider(resource: Any) -> str:
-    client = getattr(resource, "_client", None)
-    if client is not None and "Azure" in type(client).__name__:
-        return "azure.ai.openai"
-    return "openai"
+_servers: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def _server_attributes(resource: Any, attributes: dict[str, Any]) -> None:
+    """Provider and server of the resource's client (cached per client: ``base_url`` is not free)."""
     client = getattr(resource, "_client", None)
-    url = getattr(client, "base_url", None)
-    host = getattr(url, "host", None)
-    if isinstance(host, str) and host:
-        attributes[SERVER_ADDRESS] = host
-        port = getattr(url, "port", None)
-        if isinstance(port, int):
-            attributes[SERVER_PORT] = port
+    try:
+        server = _servers.get(client)
+    except TypeError:  # not weak-referenceable
+        server = None
+    if server is None:
+        server = {}
+        if "Azure" in type(client).__name__:
+            server[GEN_AI_PROVIDER] = "azure.ai.openai"
+        url = getattr(client, "base_url", None)
+        host = getattr(url, "host", None)
+        if isinstance(host, str) and host:
+            server[SERVER_ADDRESS] = host
+            port = getattr(url, "port", None)
+            if isinstance(port, int):
+                server[SERVER_PORT] = port
+        try:
+            _servers[client] = server
+        except TypeError:
+            pass
+    attributes.update(server)
 
 
 def _chat_tools(tools: Any) -> list[dict[str, Any]] | None:
@@ -332,21 +350,59 @@ def _chat_tools(tools: Any) -> list[dict[str, Any]] | None:
     return result or None
 
 
+def _response_json(response: Any) -> Any:
+    """The response as the JSON it came in (fields the server did not send are left out)."""
+    try:
+        return orjson.Fragment(response.model_dump_json(exclude_unset=True, warnings=False))
+    except Exception:
+        return response
+
+
+def _approx_response_bytes(kind: str, response: Any) -> int:
+    """A cheap size estimate for the export queue's byte bound, before the response is encoded."""
+    size = 400
+    try:
+        if kind == _EMBEDDINGS:
+            data = response.data
+            return size + len(data) * len(data[0].embedding) * 20 if data else size
+        for choice in getattr(response, "choices", None) or ():
+            message = getattr(choice, "message", None)
+            text = getattr(message, "content", None) if message is not None else getattr(choice, "text", None)
+            size += 200 + (len(text) if isinstance(text, str) else 0)
+        if kind == _RESPONSES:
+            usage = getattr(response, "usage", None)
+            size += 4 * getattr(usage, "output_tokens", 0) if usage is not None else 1000
+    except Exception:
+        size += 1000
+    return size
+
+
 def _parse_raw(result: Any) -> Any:
     """The parsed body of a ``with_raw_response`` result (the client caches it: parsed once)."""
-    parse = getattr(result, "parse", None)
-    if parse is not None and type(result).__name__ == "LegacyAPIResponse":
-        return parse()
+    if type(result).__name__ == "LegacyAPIResponse":
+        return result.parse()
     return result
 
 
+_stream_kinds: dict[type, str | None] = {}
+
+
 def _stream_kind(value: Any) -> str | None:
-    for klass in type(value).__mro__:
+    kind_of = type(value)
+    try:
+        return _stream_kinds[kind_of]
+    except KeyError:
+        pass
+    kind = None
+    for klass in kind_of.__mro__:
         if klass.__name__ == "Stream" and klass.__module__.startswith("openai"):
-            return "sync"
-        if klass.__name__ == "AsyncStream" and klass.__module__.startswith("openai"):
-            return "async"
-    return None
+            kind = "sync"
+        elif klass.__name__ == "AsyncStream" and klass.__module__.startswith("openai"):
+            kind = "async"
+        if kind is not None:
+            break
+    _stream_kinds[kind_of] = kind
+    return kind
 
 
 def _usage(kind: str, usage: Any) -> dict[str, int] | None:
@@ -564,10 +620,7 @@ class _ResponsesAssembler(_Assembler):
         if response is None:
             return {"output_text": "".join(self.parts)}, None, None, None, None
         if getattr(response, "status", None) in ("completed", "failed", "incomplete", "cancelled"):
-            try:
-                outputs: Any = orjson.Fragment(response.model_dump_json(exclude_unset=True, warnings=False))
-            except Exception:
-                outputs = response
+            outputs: Any = _response_json(response)
         else:  # the stream stopped before the final event: what was streamed so far
             outputs = {"id": getattr(response, "id", None), "object": "response",
                        "model": getattr(response, "model", None), "status": getattr(response, "status", None),
