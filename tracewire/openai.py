@@ -44,9 +44,9 @@ from tracewire.fluent import NoOpSpan, _open_span  # noqa: E402
 _STATE = _runtime.STATE  # ``_STATE.enabled`` is the one check made when tracing is off
 
 
-def _start_span(name: str, span_type: str, inputs: Any, attributes: dict[str, Any]) -> Span | None:
+def _start_span(name: str, span_type: str, inputs: Any) -> Span | None:
     """A child of the current span (or a new trace's root), not made current; None if not recording."""
-    span = _open_span(name, span_type, attributes, inputs, True)
+    span = _open_span(name, span_type, None, inputs, True)
     return None if isinstance(span, NoOpSpan) else span
 
 
@@ -57,6 +57,19 @@ def _defer(span: Span, work: Callable[[], None], approx_bytes: int) -> bool:
         return False
     live.defer(work, approx_bytes)
     return True
+
+
+def _still_open(span: Span) -> bool:
+    """Whether the span's trace is still being recorded (its deferred work has not run yet)."""
+    live = span._live
+    return live is not None and not live.finished
+
+
+def _add_bytes(span: Span, approx_bytes: int) -> None:
+    """Account for bytes deferred work will add, in the export queue's byte bound."""
+    live = span._live
+    if live is not None:
+        live.approx_bytes += approx_bytes
 
 
 def _max_value_bytes() -> int:
@@ -82,6 +95,7 @@ ERROR_TYPE = "error.type"
 TIME_TO_FIRST_TOKEN = "tracewire.time_to_first_token_ms"
 STREAM_CHUNKS = "tracewire.stream_chunks"
 STREAM_CLOSED_EARLY = "tracewire.stream_closed_early"
+_ATTRIBUTES_BYTES = 400  # what the start attributes add to a span, roughly
 
 # Request parameters copied to ``gen_ai.request.*`` attributes.
 _REQUEST_PARAMS = {
@@ -193,13 +207,23 @@ def _wrap_async(original: Callable[..., Any], kind: str) -> Callable[..., Any]:
 
 
 class _Call:
-    """The span of one client call, from the request to the (possibly streamed) response."""
+    """The span of one client call, from the request to the (possibly streamed) response.
 
-    __slots__ = ("kind", "span")
+    Only the inputs are encoded on the caller's thread (the caller may mutate its messages list
+    right after the call).  The attributes, and a non-streamed response (the client never mutates
+    the objects it returns), are recorded by deferred work on the export worker, just before the
+    trace is built; if the trace was already built, they are recorded at once.
+    """
 
-    def __init__(self, kind: str, span: Span) -> None:
+    __slots__ = ("attributes", "deferred", "kind", "request_model", "response", "span")
+
+    def __init__(self, kind: str, span: Span, attributes: dict[str, Any], request_model: Any) -> None:
         self.kind = kind
         self.span = span
+        self.attributes: dict[str, Any] | None = attributes
+        self.request_model = request_model
+        self.response: Any = None
+        self.deferred = False
 
     @classmethod
     def start(cls, kind: str, resource: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
@@ -207,6 +231,9 @@ class _Call:
             inputs = {k: v for k, v in kwargs.items() if k not in _SECRET_KWARGS and not _omitted(v)}
             if args:
                 inputs["args"] = list(args)
+            span = _start_span(type(resource).__name__, _SPAN_TYPE[kind], inputs)
+            if span is None:
+                return None
             attributes: dict[str, Any] = {GEN_AI_OPERATION: _OPERATION[kind], GEN_AI_PROVIDER: "openai"}
             if kind != _EMBEDDINGS:
                 attributes[MESSAGE_FORMAT] = "openai"
@@ -223,11 +250,23 @@ class _Call:
                 chat_tools = _chat_tools(tools)
                 if chat_tools:
                     attributes[CHAT_TOOLS] = chat_tools
-            span = _start_span(type(resource).__name__, _SPAN_TYPE[kind], inputs, attributes)
-            return None if span is None else cls(kind, span)
+            call = cls(kind, span, attributes, model)
+            call.deferred = _defer(span, call.record_deferred, _ATTRIBUTES_BYTES)
+            if not call.deferred:
+                call.record_deferred()
+            return call
         except Exception:
             logger.exception("tracewire: could not start the span of an openai call")
             return None
+
+    def record_deferred(self) -> None:
+        """The start attributes, and the response if one is waiting (runs once, usually on the worker)."""
+        attributes, self.attributes = self.attributes, None
+        if attributes:
+            self.span.set_attributes(attributes)
+        response, self.response = self.response, None
+        if response is not None:
+            self.record_response(response)
 
     def fail(self, exc: BaseException) -> None:
         try:
@@ -253,22 +292,24 @@ class _Call:
 
     def finish_response(self, response: Any) -> None:
         span = self.span
-        if response is None or not hasattr(response, "model_dump_json"):
-            span.end()
-            return
+        if response is not None and hasattr(response, "model_dump_json"):
+            if self.deferred:
+                self.response = response  # encoded by record_deferred, on the export worker
+                _add_bytes(span, _approx_response_bytes(self.kind, response))
+                if _still_open(span):
+                    response = None
+                else:  # the trace was built already: record it now
+                    response, self.response = self.response, None
+            if response is not None:
+                self.record_response(response)
+        span.end()
 
-        def record_outputs() -> None:
-            span.set_outputs(_response_json(response))
-
-        # Serializing the response is most of the span's cost: the export worker does it (the
-        # client's response objects are not mutated after they are returned).
-        if not _defer(span, record_outputs, _approx_response_bytes(self.kind, response)):
-            record_outputs()
+    def record_response(self, response: Any) -> None:
+        self.span.set_outputs(_response_json(response))
         self.record_response_attributes(
             getattr(response, "id", None), getattr(response, "model", None),
             _finish_reasons(self.kind, response), _usage(self.kind, getattr(response, "usage", None)),
         )
-        span.end()
 
     def record_response_attributes(
         self, response_id: Any, model: Any, finish_reasons: list[str] | None, usage: dict[str, int] | None
@@ -279,10 +320,8 @@ class _Call:
         if isinstance(model, str) and model:
             span.set_attribute(GEN_AI_RESPONSE_MODEL, model)
             span.set_attribute(LLM_MODEL, model)
-        else:
-            request_model = span.get_attribute(GEN_AI_REQUEST_MODEL)
-            if isinstance(request_model, str):
-                span.set_attribute(LLM_MODEL, request_model)
+        elif isinstance(self.request_model, str):
+            span.set_attribute(LLM_MODEL, self.request_model)
         if finish_reasons:
             span.set_attribute(GEN_AI_FINISH_REASONS, finish_reasons)
         if usage:
@@ -633,12 +672,13 @@ def _tap_stream(stream: Any, is_async: bool, assembler: _Assembler) -> None:
     """Route ``stream``'s items through ``assembler``; the span ends with the stream."""
     inner = stream._iterator
     original_close = stream.close
+    # ``close()`` (also what ``with stream:`` calls on exit) ends the span first, then does what it
+    # always did: close the HTTP response.
     if is_async:
         tap: Any = _AsyncTap(inner, assembler)
 
         async def aclose() -> None:
             tap.finish(None, True)
-            await tap.aclose_inner()
             await original_close()
 
         stream.close = aclose
@@ -647,7 +687,6 @@ def _tap_stream(stream: Any, is_async: bool, assembler: _Assembler) -> None:
 
         def close() -> None:
             tap.finish(None, True)
-            tap.close_inner()
             original_close()
 
         stream.close = close
@@ -686,12 +725,10 @@ class _SyncTap:
 
     def finish(self, exc: BaseException | None, closed_early: bool) -> None:
         if not self.assembler.closed:
-            self.assembler.finish(exc, closed_early)
-
-    def close_inner(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            close()
+            try:
+                self.assembler.finish(exc, closed_early)
+            except Exception:
+                logger.debug("tracewire: could not end an openai stream span", exc_info=True)
 
     def __del__(self) -> None:
         try:
@@ -717,8 +754,3 @@ class _AsyncTap(_SyncTap):
             raise
         self.observe(item)
         return item
-
-    async def aclose_inner(self) -> None:
-        aclose = getattr(self.inner, "aclose", None)
-        if aclose is not None:
-            await aclose()

@@ -490,3 +490,78 @@ def test_tracing_autolog_env_patches_at_start_up_and_import_stays_lazy() -> None
     assert _run(CHECK) == "False False"
     configured = _run("import tracewire\ntracewire.configure(enabled=True, autolog='openai')\n" + CHECK)
     assert configured == "True True"
+
+
+# -- malformed answers -------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**12), st.text(max_size=8))
+_usage = st.one_of(_scalar, st.fixed_dictionaries({}, optional={
+    "prompt_tokens": _scalar, "completion_tokens": _scalar, "total_tokens": _scalar,
+    "prompt_tokens_details": st.one_of(_scalar, st.fixed_dictionaries({}, optional={"cached_tokens": _scalar})),
+}))
+_tool_call = st.one_of(_scalar, st.fixed_dictionaries({}, optional={
+    "index": _scalar, "id": _scalar, "type": _scalar,
+    "function": st.one_of(_scalar, st.fixed_dictionaries({}, optional={"name": _scalar, "arguments": _scalar})),
+}))
+_delta = st.one_of(_scalar, st.fixed_dictionaries({}, optional={
+    "role": _scalar, "content": st.one_of(_scalar, st.lists(_scalar, max_size=2)),
+    "tool_calls": st.one_of(_scalar, st.lists(_tool_call, max_size=2)),
+}))
+_choice = st.one_of(_scalar, st.fixed_dictionaries({}, optional={
+    "index": _scalar, "delta": _delta, "message": _delta, "text": _scalar, "finish_reason": _scalar,
+}))
+_body = st.fixed_dictionaries({}, optional={
+    "id": _scalar, "object": st.sampled_from(["chat.completion.chunk", "text_completion", "x"]),
+    "model": _scalar, "created": _scalar, "system_fingerprint": _scalar,
+    "choices": st.one_of(_scalar, st.lists(_choice, max_size=3)), "usage": _usage,
+})
+
+
+def _in_process_client(bodies: list[dict[str, Any]], stream: bool) -> Any:
+    import httpx2
+
+    def handle(request: Any) -> Any:
+        if stream:
+            events = [b"data: " + json.dumps(b).encode() + b"\n\n" for b in bodies] + [b"data: [DONE]\n\n"]
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=b"".join(events))
+        return httpx2.Response(200, headers={"content-type": "application/json"}, content=json.dumps(bodies[0]))
+
+    http = httpx2.Client(transport=httpx2.MockTransport(handle), base_url="http://127.0.0.1:9/v1")
+    return openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key=API_KEY, max_retries=0, http_client=http)
+
+
+def _dump(value: Any) -> Any:
+    return value.model_dump(mode="json", warnings=False) if hasattr(value, "model_dump") else value
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bodies=st.lists(_body, min_size=1, max_size=5), stream=st.booleans())
+def test_malformed_answers_reach_the_caller_unchanged_and_end_the_span(
+    sink: MemorySink, bodies: list[dict[str, Any]], stream: bool
+) -> None:
+    def call() -> Any:
+        with _in_process_client(bodies, stream) as c:
+            kwargs = {"stream": True} if stream else {}
+            try:
+                result = c.chat.completions.create(model="m", messages=MESSAGES, **kwargs)
+                return [_dump(x) for x in result] if stream else _dump(result)
+            except Exception as exc:  # the client's own verdict on the body: must be the same both ways
+                return repr(exc)
+
+    expected = call()
+    sink.clear()
+    tracewire.openai.autolog()
+    try:
+        with tracewire.start_span("root"):
+            got = call()
+    finally:
+        tracewire.openai.autolog(disable=True)
+    assert got == expected
+    trace = only_trace(sink)
+    sink.clear()
+    span = llm_span(trace)
+    assert span.status in ("OK", "ERROR")
+    assert mlflow_entities.Trace.from_dict(trace.to_dict()).info.trace_id == trace.info.trace_id
