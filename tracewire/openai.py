@@ -115,9 +115,9 @@ _SECRET_KWARGS = frozenset({"extra_headers", "extra_query"})
 
 _CHAT, _RESPONSES, _EMBEDDINGS, _TEXT = "chat", "responses", "embeddings", "text_completion"
 _OPERATION = {_CHAT: "chat", _RESPONSES: "chat", _EMBEDDINGS: "embeddings", _TEXT: "text_completion"}
-# Span types as MLflow's autolog sets them (the legacy completions API is an LLM span there).
+# SPEC §3: CHAT_MODEL, EMBEDDING for embeddings (MLflow's autolog types legacy completions LLM).
 _SPAN_TYPE = {_CHAT: SpanType.CHAT_MODEL, _RESPONSES: SpanType.CHAT_MODEL,
-              _EMBEDDINGS: SpanType.EMBEDDING, _TEXT: SpanType.LLM}
+              _EMBEDDINGS: SpanType.EMBEDDING, _TEXT: SpanType.CHAT_MODEL}
 
 # (module, sync class, async class, kind, methods)
 _TARGETS: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
