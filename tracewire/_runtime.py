@@ -77,7 +77,22 @@ def configure(**kwargs: Any) -> config.Settings:
         old.shutdown(new.shutdown_timeout)
     if not new.enabled:
         logger.info("tracewire: tracing is off (ENABLE_TRACING is not true)")
+    elif new.autolog:
+        apply_autolog(new.autolog, strict=kwargs.get("autolog") is not None)
     return new
+
+
+def apply_autolog(names: tuple[str, ...], strict: bool) -> None:
+    """Patch the client libraries named in ``TRACING_AUTOLOG`` (``tracewire.<name>.autolog()``)."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(f"tracewire.{name}").autolog()
+        except Exception as exc:
+            if strict:
+                raise ValueError(f"tracewire setting autolog: cannot trace {name!r}: {exc}") from exc
+            logger.warning("tracewire: TRACING_AUTOLOG=%s: cannot trace %r: %s", ",".join(names), name, exc)
 
 
 def pipeline(create: bool = True) -> ExportPipeline | None:
@@ -126,3 +141,7 @@ def stats() -> dict[str, Any]:
 
         return {**empty_stats(), **registry_stats()}
     return {**pipe.stats(), **registry_stats()}
+
+
+if STATE.enabled and STATE.settings.autolog:  # env-only deployments: ENABLE_TRACING + TRACING_AUTOLOG
+    apply_autolog(STATE.settings.autolog, strict=False)
