@@ -27,6 +27,7 @@ SECTIONS = [
     ("servers", "benchmarks.bench_servers", "uvicorn and gunicorn under wrk, tracing off vs on"),
     ("search", "benchmarks.bench_search", "search latency and consumer throughput"),
     ("viewer", "benchmarks.bench_viewer", "tracewire ui: list API, big trace pages in chromium"),
+    ("openai", "benchmarks.bench_openai", "OpenAI autolog: added cost per client call"),
 ]
 
 

@@ -69,6 +69,13 @@ def answer_tokens(question: str, documents: list[dict[str, Any]]) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
+def prompt_messages(question: str, documents: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The chat messages a real LLM gets: the retrieved documents as context, then the question."""
+    context = "\n".join(f"[{d['id']}] {d['title']}: {d['text']}" for d in documents)
+    return [{"role": "system", "content": "Answer from these documents only.\n" + context},
+            {"role": "user", "content": question}]
+
+
 def _report_usage(question: str, documents: list[dict[str, Any]], tokens: list[str]) -> None:
     prompt = question + " ".join(d["text"] for d in documents)
     usage = {"input_tokens": len(prompt.split()), "output_tokens": len(tokens)}

@@ -114,6 +114,19 @@ def _headers(value: Any) -> Headers:
     return Headers((_header_name(k), v) for k, v in pairs)
 
 
+AUTOLOG_INTEGRATIONS = ("openai",)
+
+
+def _autolog_list(value: Any) -> tuple[str, ...]:
+    names = tuple(name.lower() for name in str_list(value))
+    unknown = [name for name in names if name not in AUTOLOG_INTEGRATIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown integration(s) {', '.join(unknown)}; known: {', '.join(AUTOLOG_INTEGRATIONS)}"
+        )
+    return names
+
+
 def _nonempty_str(value: Any) -> str:
     text = str(value).strip()
     if not text:
@@ -193,6 +206,8 @@ SETTINGS: tuple[Setting, ...] = (
             "OTLP resource service.name (default: OTEL_SERVICE_NAME, else the program name)"),
     Setting("mlflow_experiment_id", "TRACING_MLFLOW_EXPERIMENT_ID", "0", _nonempty_str,
             "MLflow experiment id written to trace_location (and used by the MLflow sinks)"),
+    Setting("autolog", "TRACING_AUTOLOG", (), _autolog_list,
+            "client libraries traced automatically when tracing is configured, comma-separated: openai"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -226,6 +241,7 @@ class Settings:
     otlp_headers: Headers
     service_name: str | None
     mlflow_experiment_id: str
+    autolog: tuple[str, ...] = ()
     # Producer and sink options that pass through to sinks (TRACING_KAFKA_*, ...).
     extra: Mapping[str, str] = dataclasses.field(default_factory=dict)
 

@@ -65,7 +65,24 @@ def configure(**kwargs: Any) -> config.Settings:
         old.shutdown(new.shutdown_timeout)
     if not new.enabled:
         logger.info("tracewire: tracing is off (ENABLE_TRACING is not true)")
+    elif new.autolog:
+        apply_autolog(new.autolog, strict=kwargs.get("autolog") is not None)
     return new
+
+
+def apply_autolog(names: tuple[str, ...], strict: bool) -> None:
+    """Patch the client libraries named in ``TRACING_AUTOLOG`` (``tracewire.<name>.autolog()``).
+
+    Integrations are found by name, like destinations: the wiring never imports them."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(f"tracewire.{name}").autolog()
+        except Exception as exc:
+            if strict:
+                raise ValueError(f"tracewire setting autolog: cannot trace {name!r}: {exc}") from exc
+            logger.warning("tracewire: TRACING_AUTOLOG=%s: cannot trace %r: %s", ",".join(names), name, exc)
 
 
 def _check_sinks(sinks: Sequence[Any]) -> list[Exporter]:
@@ -122,3 +139,5 @@ def stats() -> dict[str, Any]:
 
 
 _apply(RECORDER.settings)  # the settings from the environment, until configure() says otherwise
+if RECORDER.enabled and RECORDER.settings.autolog:  # env-only deployments: ENABLE_TRACING + TRACING_AUTOLOG
+    apply_autolog(RECORDER.settings.autolog, strict=False)

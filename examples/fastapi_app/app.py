@@ -5,11 +5,16 @@
 ``POST /chat`` answers with JSON, ``POST /chat/stream`` streams the answer as server-sent events,
 ``GET /documents/{doc_id}`` is a sync endpoint (FastAPI runs it in a worker thread: its spans
 still attach to the request), ``GET /health`` is not traced.
+
+OpenAI mode: with ``OPENAI_BASE_URL`` set (any OpenAI-compatible server; ``OPENAI_API_KEY`` and
+``OPENAI_MODEL`` optional) the answer comes from the ``openai`` client instead of the fake LLM;
+``TRACING_AUTOLOG=openai`` then records each call as a CHAT_MODEL span with its token usage.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,12 +23,47 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 import tracewire
-from examples.rag import CORPUS, agenerate, rerank, retrieve
+from examples.rag import CORPUS, agenerate, prompt_messages, rerank, retrieve
 from middleware import TracingMiddleware
 from tracewire import SpanType
 
 app = FastAPI(title="tracewire example: RAG chat")
 app.add_middleware(TracingMiddleware, exclude_paths=[r"^/health$"])
+
+
+OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
+_llm: Any = None
+if os.environ.get("OPENAI_BASE_URL"):
+    import openai
+
+    # Reads OPENAI_BASE_URL; a local server (vLLM, Ollama, ...) needs no real key.
+    _llm = openai.AsyncOpenAI(api_key=os.environ.get("OPENAI_API_KEY") or "unused")
+
+
+async def answer_stream(
+    question: str, documents: list[dict[str, Any]], delay: float = 0.0
+) -> AsyncIterator[str]:
+    """The answer's text deltas: from the OpenAI client in OpenAI mode, else from the fake LLM."""
+    if _llm is None:
+        async for token in agenerate(question, documents, delay):
+            yield token
+        return
+    stream = await _llm.chat.completions.create(
+        model=OPENAI_MODEL, messages=prompt_messages(question, documents), stream=True,
+        stream_options={"include_usage": True},
+    )
+    async with stream:
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
+
+async def answer(question: str, documents: list[dict[str, Any]]) -> str:
+    if _llm is None:
+        return "".join([token async for token in agenerate(question, documents)])
+    completion = await _llm.chat.completions.create(
+        model=OPENAI_MODEL, messages=prompt_messages(question, documents))
+    return str(completion.choices[0].message.content or "")
 
 
 class ChatRequest(BaseModel):
@@ -35,14 +75,14 @@ class ChatRequest(BaseModel):
 @app.post("/chat")
 async def chat(request: ChatRequest) -> dict[str, Any]:
     documents = rerank(request.question, retrieve(request.question, request.top_k))
-    answer = "".join([token async for token in agenerate(request.question, documents)])
+    text = await answer(request.question, documents)
     tracewire.update_current_trace(
         tags={"endpoint": "chat"},
         metadata={"top_k": request.top_k, "sources": ",".join(d["id"] for d in documents)},
         request_preview=request.question,
-        response_preview=answer,
+        response_preview=text,
     )
-    return {"answer": answer, "sources": [d["id"] for d in documents],
+    return {"answer": text, "sources": [d["id"] for d in documents],
             "trace_id": tracewire.get_active_trace_id()}
 
 
@@ -53,7 +93,7 @@ async def chat_stream(request: ChatRequest) -> StreamingResponse:
 
     async def events() -> AsyncIterator[str]:
         answer = []
-        async for token in agenerate(request.question, documents, request.token_delay_ms / 1000):
+        async for token in answer_stream(request.question, documents, request.token_delay_ms / 1000):
             answer.append(token)
             yield f"data: {json.dumps({'delta': token})}\n\n"
         # The body is sent while the request span is still open, so the trace can still be enriched.

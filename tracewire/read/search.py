@@ -23,13 +23,7 @@ from typing import Any
 
 from tracewire.export.table import PARTITION_COLUMN
 from tracewire.model import Trace
-from tracewire.read.filter import (
-    Clause,
-    SearchFilterError,
-    cut,
-    parse_filter,
-    to_timestamp,
-)
+from tracewire.read.filter import Clause, SearchFilterError, cut, parse_filter, to_timestamp
 
 
 def _expression(clause: Clause) -> Any:
