@@ -24,7 +24,8 @@ def test_requests_after_a_large_body_on_one_connection_are_traced_alone(tmp_path
     port = free_port()
     big = json.dumps({"note": "big", "blob": "x" * 600_000}).encode()
     small = json.dumps({"note": "small"}).encode()
-    with running(uvicorn_argv("tests.secrets_apps:asgi_app", port), tracing_env(traces_file), port) as server, \
+    argv = uvicorn_argv("tests.secrets_apps:asgi_app", port)
+    with running(argv, tracing_env(traces_file), port) as server, \
             httpx.Client(base_url=server.base_url, timeout=30) as client:
         ids = []
         for n, body in enumerate([big, small, big, small, small]):
