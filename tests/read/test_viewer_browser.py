@@ -273,7 +273,9 @@ def test_big_trace_opens_fast_and_renders_only_visible_rows(
     page = watched.page
     t0 = time.perf_counter()
     watched.goto(f"#/trace/{demo[1]['big']}")
-    expect(page.locator("#span-title")).to_have_text("POST /agent")
+    # A loaded 2-core machine can take longer than playwright's 5 s default: the figure is
+    # measured below (and in benchmarks/bench_viewer.py), the bound here only catches a hang.
+    expect(page.locator("#span-title")).to_have_text("POST /agent", timeout=20_000)
     seconds = time.perf_counter() - t0
     record_property("big_trace_open_s", seconds)
     fetch_ms, render_ms = page.evaluate("[document.body.dataset.fetchMs, document.body.dataset.renderMs]")

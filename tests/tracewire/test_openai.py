@@ -449,13 +449,15 @@ def test_tracing_off_calls_straight_through(base_url: str, autologged: None) -> 
 def test_a_tracing_failure_never_changes_what_the_caller_gets(
     sink: MemorySink, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: tracewire.Span, *args: Any, **kwargs: Any) -> None:
+    from tracewire.instrumentation import LiveSpan
+
+    def broken(self: LiveSpan, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("tracing bug")
 
     expected = client.chat.completions.create(model="gpt-test", messages=MESSAGES).to_dict()
     expected_text = _consume_sync(client)
-    monkeypatch.setattr(tracewire.Span, "set_outputs", broken)
-    monkeypatch.setattr(tracewire.Span, "set_attribute", broken)
+    monkeypatch.setattr(LiveSpan, "set_outputs", broken)
+    monkeypatch.setattr(LiveSpan, "set_attribute", broken)
     assert client.chat.completions.create(model="gpt-test", messages=MESSAGES).to_dict() == expected
     assert _consume_sync(client) == expected_text
     with pytest.raises(openai.RateLimitError):
