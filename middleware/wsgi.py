@@ -109,8 +109,11 @@ class _Exchange:
             # Flask's request context is still active here and is gone once the app returns.
             rule = getattr(getattr(self.environ.get("werkzeug.request"), "url_rule", None), "rule", None)
             if isinstance(rule, str):
-                self.route = self.script_name + rule
-            if not request.nested:
+                # SCRIPT_NAME now, not at entry: a dispatcher below us may have mounted the app.
+                self.route = _text(self.environ.get("SCRIPT_NAME", self.script_name)) + rule
+            # Nested, the header names the trace the request joined; added once, when missing.
+            name = self.tracing._trace_header.lower()
+            if not any(key.lower() == name for key, _ in headers):
                 headers = [*headers, (self.tracing._trace_header, request.trace_id)]
         except Exception:
             logger.exception("tracewire: could not record the response start")
