@@ -488,3 +488,28 @@ def test_lifespan_failure_passes_through(sink: MemorySink) -> None:
     sent = raw_call(TracingMiddleware(app), {"type": "lifespan", "asgi": {"version": "3.0"}},
                     [{"type": "lifespan.startup"}])
     assert sent == [{"type": "lifespan.startup.failed", "message": "no database"}]
+
+
+@pytest.mark.parametrize("layout", ["middleware-in-middleware", "inside-a-span"])
+def test_flask_exception_recorded_on_a_nested_request_span(sink: MemorySink, layout: str) -> None:
+    app = Flask("boom")
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise LookupError("flask handler broke")
+
+    inner = TracingWSGIMiddleware(app.wsgi_app)
+    nested = TracingWSGIMiddleware(inner) if layout == "middleware-in-middleware" else inner
+    app.wsgi_app = nested  # type: ignore[method-assign]
+    if layout == "inside-a-span":
+        with tracewire.start_span("job"):
+            response = Client(app).get("/boom", buffered=True)
+    else:
+        response = Client(app).get("/boom", buffered=True)
+    assert response.status_code == 500
+    trace = only_trace(sink)
+    request_span = next(s for s in trace.data.spans if s.name == "GET /boom" and s.parent_id is not None)
+    assert [e.attributes["exception.type"] for e in request_span.events] == ["LookupError"]
+    assert request_span.status == "ERROR"
+    # The trace's state is its root's: the outer request answered 500; the user's span did not fail.
+    assert trace.info.state == ("ERROR" if layout == "middleware-in-middleware" else "OK")
