@@ -70,7 +70,9 @@ class RequestTrace:
             attributes: dict[str, Any] = {"http.method": method, "http.path": path}
             trace_hex = None
             traceparent = headers.get("traceparent")
-            if traceparent is not None and len(traceparent) == 1:  # a repeated one is invalid
+            # Nested in an active span (an outer middleware's), the request's parent is local.
+            nested = instrumentation.current_live_span() is not None
+            if not nested and traceparent is not None and len(traceparent) == 1:  # repeated: invalid
                 text = clean_header(traceparent[0])
                 parsed = parse_traceparent(text) if text is not None else None
                 if parsed is not None:

@@ -80,30 +80,33 @@ class TracingMiddleware:
             await self.app(scope, receive, send)
             return
         responder = _Responder(exchange, receive, send)
+        entry_root = scope.get("root_path") or ""
         token = activate(exchange.span)
         try:
             await self.app(scope, responder.receive, responder.send)
         except BaseException as exc:
-            exchange.finish(_route_template(scope), exc, _query(scope))
+            exchange.finish(_route_template(scope, entry_root), exc, _query(scope))
             raise
         finally:
             deactivate(token)
-        exchange.finish(_route_template(scope), None, _query(scope))
+        exchange.finish(_route_template(scope, entry_root), None, _query(scope))
 
 
 class _Responder:
     """Per-request ``receive``/``send`` wrappers reporting to the request's ``RequestTrace``."""
 
-    __slots__ = ("exchange", "trace_header", "upstream_receive", "upstream_send")
+    __slots__ = ("exchange", "trace_header", "trailers", "upstream_receive", "upstream_send")
 
     def __init__(self, exchange: RequestTrace, receive: Receive, send: Send) -> None:
         self.exchange = exchange
         self.upstream_receive = receive
         self.upstream_send = send
-        # A nested request's span is in the outer trace, whose middleware sets the header.
-        self.trace_header = None if exchange.nested else (
+        # Nested (under an outer middleware, or served inside a span) the header names the
+        # trace the request joined; it is added once, by whichever middleware sees it missing.
+        self.trace_header = (
             exchange.cfg.trace_id_header.encode("latin-1"), exchange.trace_id.encode("ascii")
         )
+        self.trailers = False
 
     async def receive(self) -> Message:
         message = await self.upstream_receive()
@@ -123,18 +126,27 @@ class _Responder:
             kind = message["type"]
             if kind == "http.response.body":
                 exchange.response_chunk(message.get("body") or b"")
-                if not message.get("more_body", False):
+                if not message.get("more_body", False) and not self.trailers:
                     exchange.response_ended()
             elif kind == "http.response.start":
                 headers = list(message.get("headers") or ())
                 content_type = ""
+                header_name = self.trace_header[0].lower()
+                has_header = False
                 for key, value in headers:
-                    if key.lower() == b"content-type":
-                        content_type = value.decode("latin-1")
+                    name = bytes(key).lower()
+                    if name == b"content-type":
+                        content_type = bytes(value).decode("latin-1")
+                    elif name == header_name:
+                        has_header = True
                 exchange.response_started(int(message["status"]), content_type)
-                if self.trace_header is not None:
+                self.trailers = bool(message.get("trailers", False))
+                if not has_header:
                     headers.append(self.trace_header)
                     message = {**message, "headers": headers}
+            elif kind == "http.response.trailers":
+                if not message.get("more_trailers", False):
+                    exchange.response_ended()
             elif kind in _FILE_SENDS:
                 exchange.response_ended()
         except Exception:
@@ -147,19 +159,22 @@ class _Responder:
             raise
 
 
-def _route_template(scope: Scope) -> str | None:
+def _route_template(scope: Scope, entry_root: Any = "") -> str | None:
     """The matched route's template under the path the app is mounted at (``root_path``, the
-    mounts' prefixes): ``/api/v2/users/{user_id}``, as OpenTelemetry records ``http.route``."""
+    mounts' prefixes): ``/api/v2/users/{user_id}``, as OpenTelemetry records ``http.route``.
+    A mounted app that does no routing of its own (``root_path`` grew, no route):
+    ``<mount>/{path}``."""
     try:
         route = scope.get("route")
-        if route is None:
-            return None
-        template = getattr(route, "path_format", None) or getattr(route, "path", None)
-        if not isinstance(template, str):
-            return None
         mounted = scope.get("root_path") or ""
         if not isinstance(mounted, str):
             mounted = ""
+        if route is None:
+            grew = isinstance(entry_root, str) and len(mounted) > len(entry_root)
+            return mounted + "/{path}" if grew and mounted.startswith(entry_root) else None
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        if not isinstance(template, str):
+            return None
         if hasattr(route, "routes"):
             # A Mount whose app routed nothing further: root_path already holds the mount's path.
             return mounted + "/{path}"
@@ -174,6 +189,8 @@ def _query(scope: Scope) -> str:
     raw: Any = scope.get("query_string") or b""
     if isinstance(raw, str):
         return raw
+    if not isinstance(raw, (bytes, bytearray, memoryview)):  # bytes(12345) is 12345 NULs
+        return ""
     try:
         return bytes(raw).decode("latin-1")
     except Exception:

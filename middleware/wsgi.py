@@ -11,6 +11,7 @@ other frameworks get the path.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import weakref
@@ -21,7 +22,7 @@ import tracewire  # noqa: F401  (tracewire.configure through _request.resolve)
 from middleware import _request
 from middleware._exchange import RequestTrace
 from middleware._types import Environ, ExcInfo, Headers, StartResponse, WSGIApp
-from tracewire.instrumentation import RECORDER, activate, current_live_span, deactivate
+from tracewire.instrumentation import RECORDER, LiveSpan, activate, deactivate
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from middleware._request import MiddlewareSettings
 
 logger = logging.getLogger("middleware")
+# The span of the request being handled (innermost middleware), for Flask's error signal.
+_request_span: contextvars.ContextVar[LiveSpan | None] = contextvars.ContextVar(
+    "tracewire_wsgi_request_span", default=None)
 
 
 class TracingWSGIMiddleware:
@@ -73,6 +77,7 @@ class TracingWSGIMiddleware:
         if request.request_body is not None and environ.get("wsgi.input") is not None:
             environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], request.request_body)
         token = activate(request.span)
+        request_token = _request_span.set(request.span)
         try:
             result = self.app(environ, exchange.start_response)
             return _ClosingIterator(result, exchange)
@@ -81,6 +86,7 @@ class TracingWSGIMiddleware:
             exchange.finish(exc)
             raise
         finally:
+            _request_span.reset(request_token)
             deactivate(token)
 
 
@@ -109,8 +115,11 @@ class _Exchange:
             # Flask's request context is still active here and is gone once the app returns.
             rule = getattr(getattr(self.environ.get("werkzeug.request"), "url_rule", None), "rule", None)
             if isinstance(rule, str):
-                self.route = self.script_name + rule
-            if not request.nested:
+                # SCRIPT_NAME now, not at entry: a dispatcher below us may have mounted the app.
+                self.route = _text(self.environ.get("SCRIPT_NAME", self.script_name)) + rule
+            # Nested, the header names the trace the request joined; added once, when missing.
+            name = self.tracing._trace_header.lower()
+            if not any(key.lower() == name for key, _ in headers):
                 headers = [*headers, (self.tracing._trace_header, request.trace_id)]
         except Exception:
             logger.exception("tracewire: could not record the response start")
@@ -249,8 +258,8 @@ def _record_flask_errors(app: Any) -> None:
     _flask_apps.add(owner)
 
     def on_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
-        span = current_live_span()
-        if span is not None and span.parent_id is None and span.live_trace is not None:
+        span = _request_span.get()
+        if span is not None and span.live_trace is not None:
             span.record_exception(exception)
 
     flask.got_request_exception.connect(on_exception, owner, weak=False)
