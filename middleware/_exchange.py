@@ -224,9 +224,17 @@ class RequestTrace:
 
 
 def _recorded(span: LiveSpan, exc: BaseException) -> bool:
-    """Whether ``exc`` is already on the span (Flask's error signal records it first)."""
+    """Whether ``exc`` is already on the span (Flask's error signal records it first).
+
+    Matched by type and message: an earlier, different exception of the same type that the app
+    recorded itself does not hide the one escaping now."""
     name = type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception:
+        return False
     return any(
         event.name == "exception" and event.attributes.get("exception.type") == name
+        and event.attributes.get("exception.message") == message
         for event in span.events
     )

@@ -78,7 +78,18 @@ def clean_str(text: str) -> str:
 
 
 def _sanitize(value: Any, seen: set[int], depth: int) -> Any:
-    """Plain-Python copy of ``value`` with cycles cut and exotic leaves made JSON-safe."""
+    """Plain-Python copy of ``value`` with cycles cut and exotic leaves made JSON-safe.
+
+    A value whose conversion raises (a ``model_dump`` that fails, a mapping that cannot be
+    iterated) becomes its ``repr`` on its own: its siblings keep their JSON.
+    """
+    try:
+        return _sanitize_value(value, seen, depth)
+    except Exception:
+        return clean_str(_safe_repr(value))
+
+
+def _sanitize_value(value: Any, seen: set[int], depth: int) -> Any:
     if isinstance(value, str):
         return clean_str(value)
     if value is None or isinstance(value, (bool, float)):
@@ -95,7 +106,7 @@ def _sanitize(value: Any, seen: set[int], depth: int) -> Any:
     seen.add(key)
     try:
         if isinstance(value, Mapping):
-            return {clean_str(str(k)): _sanitize(v, seen, depth + 1) for k, v in value.items()}
+            return {_key(k): _sanitize(v, seen, depth + 1) for k, v in value.items()}
         if isinstance(value, (set, frozenset)):
             value = _default(value)
         if isinstance(value, (list, tuple)):
@@ -116,6 +127,13 @@ def _sanitize(value: Any, seen: set[int], depth: int) -> Any:
         return _sanitize(converted, seen, depth + 1)
     finally:
         seen.discard(key)
+
+
+def _key(key: Any) -> str:
+    try:
+        return clean_str(key if isinstance(key, str) else str(key))
+    except Exception:
+        return clean_str(_safe_repr(key))
 
 
 def _safe_repr(value: Any) -> str:

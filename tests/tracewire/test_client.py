@@ -154,3 +154,121 @@ def test_100k_unended_traces_keep_memory_bounded() -> None:
     assert at[100_000]["traced_mb"] - at[40_000]["traced_mb"] < 5, at
     assert at[100_000]["rss_mb"] - at[40_000]["rss_mb"] < 10  # unbounded: +120 MB, at
     assert "dropped" in done.stderr and done.stderr.count("dropped") < 5  # logged, rate-limited
+
+
+# -- client spans under fluent spans (issue 12) -------------------------------------------------
+
+
+def test_client_span_under_a_fluent_span_started_before_any_client_exists() -> None:
+    """The issue's exact snippet, in a fresh process: the client is created inside the ``with``."""
+    script = textwrap.dedent("""
+        import json, tracewire
+        from sinks import MemorySink
+        sink = MemorySink()
+        tracewire.configure(enabled=True, sinks=[sink])
+        import threading
+        with tracewire.start_span("root") as r:
+            client = tracewire.TracingClient()
+            c = client.start_span("c", r.trace_id, r.span_id, inputs={"q": 1})
+            c.end(outputs="x")
+            # A thread without the context finds the trace too (by ids only).
+            def work():
+                s = client.start_span("t", r.trace_id, r.span_id)
+                client.end_span(r.trace_id, s.span_id, outputs="y")
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+        assert tracewire.flush(timeout=10)
+        print(json.dumps([[s.name, s.parent_id == r.span_id, s.outputs] for t in sink.traces
+                          for s in t.data.spans]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [["root", False, None], ["c", True, "x"], ["t", True, "y"]]
+    assert "no live span" not in done.stderr
+
+
+def test_client_spans_attach_to_fluent_and_decorated_spans(sink: MemorySink) -> None:
+    client = tracewire.TracingClient()
+
+    @tracewire.trace
+    def handler(question: str) -> str:
+        current = tracewire.get_current_active_span()
+        assert current is not None
+        tool = client.start_span("tool", current.trace_id, current.span_id, span_type=SpanType.TOOL,
+                                 inputs={"q": question})
+        grandchild = client.start_span("lookup", tool.trace_id, tool.span_id)
+        client.end_span(tool.trace_id, grandchild.span_id, outputs=[1, 2], attributes={"hits": 2})
+        client.end_span(tool.trace_id, tool.span_id, outputs="tool-done", status="ERROR")
+        return "answer"
+
+    with tracewire.start_span("root") as root:
+        handler("why?")
+    trace = only_trace(sink)
+    spans = {s.name: s for s in trace.data.spans}
+    assert set(spans) == {"root", "handler", "tool", "lookup"}
+    assert spans["tool"].parent_id == spans["handler"].span_id
+    assert spans["lookup"].parent_id == spans["tool"].span_id
+    assert spans["lookup"].outputs == [1, 2] and spans["lookup"].attributes["hits"] == 2
+    assert spans["tool"].outputs == "tool-done" and spans["tool"].status == "ERROR"
+    assert spans["tool"].inputs == {"q": "why?"}
+    assert trace.info.trace_id == root.trace_id
+    assert tracewire.stats()["client_traces_open"] == 0  # fluent traces never enter the registry
+
+
+def test_client_span_under_a_fluent_span_ended_from_another_thread(sink: MemorySink) -> None:
+    client = tracewire.TracingClient()
+    started = threading.Event()
+    ids: dict[str, str] = {}
+
+    def worker() -> None:
+        started.wait(10)
+        span = client.start_span("in-thread", ids["trace"], ids["parent"], inputs={"n": 1})
+        ids["child"] = span.span_id
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    with tracewire.start_span("root") as root:
+        ids.update(trace=root.trace_id, parent=root.span_id)
+        started.set()
+        thread.join(10)
+        ended = threading.Thread(target=client.end_span, args=(root.trace_id, ids["child"]),
+                                 kwargs={"outputs": "from-thread"})
+        ended.start()
+        ended.join(10)
+    trace = only_trace(sink)
+    child = next(s for s in trace.data.spans if s.name == "in-thread")
+    assert child.parent_id == root.span_id and child.outputs == "from-thread"
+    assert child.end_time_ns is not None and child.end_time_ns <= trace.root_span.end_time_ns  # type: ignore[union-attr]
+
+
+def test_client_span_after_the_fluent_trace_ended_is_a_no_op(sink: MemorySink) -> None:
+    client = tracewire.TracingClient()
+    with tracewire.start_span("root") as root:
+        pass
+    late = client.start_span("late", root.trace_id, root.span_id)
+    assert late.trace_id == ""
+    client.end_span(root.trace_id, late.span_id)
+    client.end_span(root.trace_id, root.span_id, outputs="again")  # already ended: ignored
+    trace = only_trace(sink)
+    assert [s.name for s in trace.data.spans] == ["root"]
+    assert trace.data.spans[0].outputs is None
+
+
+@pytest.mark.parametrize("bounded", [{"client_max_traces": 1}], indirect=True)
+def test_an_evicted_client_trace_stays_dropped(bounded: MemorySink) -> None:
+    client = tracewire.TracingClient()
+    old = client.start_trace("old")
+    child = client.start_span("child", old.trace_id, old.span_id)
+    young = client.start_trace("young")  # evicts "old"
+    # Nothing brings it back: not new children, not ending its spans by id or directly.
+    assert client.start_span("late", old.trace_id, old.span_id).trace_id == ""
+    assert client.start_span("late", old.trace_id, child.span_id).trace_id == ""
+    client.end_span(old.trace_id, child.span_id)
+    client.end_span(old.trace_id, old.span_id)
+    child.end()
+    old.end()
+    client.end_trace(old.trace_id)
+    client.end_trace(young.trace_id)
+    assert tracewire.flush()
+    assert [t.data.spans[0].name for t in bounded.traces] == ["young"]

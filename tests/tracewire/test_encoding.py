@@ -156,3 +156,90 @@ def test_value_cap_marks_root_request(sink: MemorySink) -> None:
     assert record.metadata["tracewire.truncated"] == "true"
     span = record.to_trace().data.spans[0]
     assert span.inputs["tracewire.truncated"] is True
+
+
+# -- one bad value spoils only itself (issue 12) -----------------------------------------------
+
+
+class DumpRaises:
+    """A pydantic-like model whose ``model_dump`` fails; its ``repr`` works."""
+
+    def model_dump(self, mode: str = "json") -> Any:
+        raise ValueError("cannot dump")
+
+    def __repr__(self) -> str:
+        return "DumpRaises()"
+
+
+class DictRaises:
+    """JSON encoding raises (its ``__dict__`` does); its ``repr`` works."""
+
+    def __init__(self) -> None:
+        self.kept = 1
+
+    @property
+    def __dict__(self) -> dict[str, Any]:  # type: ignore[override]
+        raise RuntimeError("no dict")
+
+    def __repr__(self) -> str:
+        return "DictRaises()"
+
+
+class KeyRaises:
+    def __hash__(self) -> int:
+        return 1
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        return "KeyRaises()"
+
+
+GOOD = {"n": 1, "items": [1, "two", None], "doc": {"id": 7}}
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (DumpRaises(), "DumpRaises()"),
+        (DictRaises(), "DictRaises()"),
+        (BadRepr(), "<unrepresentable BadRepr>"),
+        ("lone \udc80 surrogate", "lone \\x80 surrogate"),
+        ("lone \ud800 high", "lone \\ud800 high"),
+        ([1, DumpRaises(), {"deep": DictRaises()}], [1, "DumpRaises()", {"deep": "DictRaises()"}]),
+    ],
+    ids=["model_dump", "dict", "repr-raises", "escaped-byte", "surrogate", "nested"],
+)
+def test_one_bad_value_becomes_its_repr_alone(bad: Any, expected: Any) -> None:
+    assert orjson.loads(dumps({**GOOD, "bad": bad})) == {**GOOD, "bad": expected}
+    assert orjson.loads(dumps([bad, GOOD])) == [expected, GOOD]
+
+
+def test_a_key_that_cannot_be_stringified_keeps_the_other_keys() -> None:
+    decoded = orjson.loads(dumps({KeyRaises(): DumpRaises(), "ok": 1}))
+    assert decoded == {"KeyRaises()": "DumpRaises()", "ok": 1}
+
+
+@given(st.lists(st.sampled_from([DumpRaises(), DictRaises(), "s\udc80", 1, "x", None]), max_size=8))
+def test_bad_values_never_touch_their_neighbours(values: list[Any]) -> None:
+    decoded = orjson.loads(dumps({f"k{i}": v for i, v in enumerate(values)}))
+    for i, v in enumerate(values):
+        if isinstance(v, (int, type(None))) or v == "x":
+            assert decoded[f"k{i}"] == v
+
+
+def test_span_inputs_keep_json_beside_a_bad_argument(sink: MemorySink) -> None:
+    @tracewire.trace
+    def predict(query: str, model: Any, options: dict[str, Any], path: str) -> str:
+        return "ok"
+
+    predict("hello", DumpRaises(), {"temperature": 0.2, "stop": ["\n"]}, "/tmp/caf\udce9")
+    predict("again", DictRaises(), {"top_k": 3}, "plain")
+    assert tracewire.flush(timeout=10)
+    spans = sorted((t.data.spans[0] for t in sink.traces), key=lambda s: s.inputs["query"])
+    assert len(spans) == 2
+    assert spans[0].inputs == {"query": "again", "model": "DictRaises()", "options": {"top_k": 3},
+                               "path": "plain"}
+    assert spans[1].inputs == {"query": "hello", "model": "DumpRaises()",
+                               "options": {"temperature": 0.2, "stop": ["\n"]}, "path": "/tmp/caf\\xe9"}

@@ -567,3 +567,56 @@ def test_capped_stream_keeps_what_fits_and_redacts_chunks(sink: MemorySink) -> N
     assert spans["small"].outputs == [
         {"text": "s0", "session_token": "[REDACTED]"}, {"text": "s1", "session_token": "[REDACTED]"}]
     assert b"zq9-SECRET" not in sink.records[0].payload
+
+
+# -- names and decorator placement (issue 12; differential versions in test_mlflow_parity.py) ----
+
+
+def test_span_names_are_the_function_name_and_carry_span_function_name(sink: MemorySink) -> None:
+    class Calculator:
+        @tracewire.trace
+        def predict(self, x: int) -> int:
+            return x
+
+    def outer() -> int:
+        @tracewire.trace
+        def step(y: int) -> int:
+            return y
+
+        return step(1)
+
+    square = tracewire.trace(lambda z: z * z)
+
+    @tracewire.trace(name="explicit")
+    def named() -> int:
+        return Calculator().predict(outer()) + square(2)
+
+    named()
+    trace = only_trace(sink)
+    names = [(s.name, s.get_attribute("mlflow.spanFunctionName")) for s in trace.data.spans]
+    assert names == [("explicit", "named"), ("step", "step"), ("predict", "predict"),
+                     ("<lambda>", "<lambda>")]
+    assert trace.info.tags["mlflow.traceName"] == "explicit"
+
+
+def test_trace_above_classmethod_never_raises_in_the_users_call(sink: MemorySink) -> None:
+    class Model:
+        @tracewire.trace
+        @classmethod
+        def load(cls, path: str) -> str:
+            return f"{cls.__name__}:{path}"
+
+        @tracewire.trace
+        @staticmethod
+        def version() -> int:
+            return 3
+
+    assert Model.load("p") == "Model:p" and Model().load("q") == "Model:q"
+    assert Model.version() == 3 and Model().version() == 3
+    assert tracewire.flush(timeout=10)
+    spans = [t.data.spans[0] for t in sink.traces]
+    assert sorted((s.name, str(s.inputs)) for s in spans) == [
+        ("load", "{'path': 'p'}"), ("load", "{'path': 'q'}"), ("version", "{}"), ("version", "{}")]
+    # Off, the decorated methods still work (and record nothing).
+    tracewire.configure(enabled=False)
+    assert Model.load("r") == "Model:r" and Model.version() == 3

@@ -351,7 +351,8 @@ def test_responses_api(sink: MemorySink, client: Any) -> None:
     assert plain.inputs == {"model": "gpt-resp", "input": "say something nice", "instructions": "be brief"}
     assert streamed.attributes["tracewire.stream_chunks"] == 7
     assert "tracewire.time_to_first_token_ms" in streamed.attributes
-    assert trace.info.token_usage == {"input_tokens": 6, "output_tokens": 10, "total_tokens": 16}
+    assert trace.info.token_usage == {"input_tokens": 6, "output_tokens": 10, "total_tokens": 16,
+                                      "cache_read_input_tokens": 0}
     assert_loads_in_mlflow(trace)
 
 

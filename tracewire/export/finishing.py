@@ -91,21 +91,32 @@ def build_trace(live: LiveTrace, process_metadata: Mapping[str, str] | None = No
     return trace
 
 
+_USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+# Summed only when some counted span reports them (MLflow's TokenUsageKey.cache_keys()).
+_USAGE_OPTIONAL_KEYS = (
+    "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation_input_tokens_above_1hr",
+)
+
+
 def aggregate_usage(usage: Mapping[str, Any], parents: Mapping[str, str | None]) -> dict[str, int]:
     """The trace's token usage: the sum over spans carrying ``mlflow.chat.tokenUsage``, skipping
     a span whose ancestor carries usage too (it is already in the ancestor's roll-up), as MLflow
-    aggregates it."""
-    total = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    aggregates it — the three counts always, the cache counts when reported; a missing count is
+    0 (no ``total_tokens`` is made up)."""
+    total = dict.fromkeys(_USAGE_KEYS, 0)
     for span_id, counts in usage.items():
         if _has_ancestor_in(span_id, usage, parents):
             continue
-        for key in total:
-            value = counts.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                total[key] += int(value)
-    if not total["total_tokens"]:
-        total["total_tokens"] = total["input_tokens"] + total["output_tokens"]
+        for key in _USAGE_KEYS:
+            total[key] += _count(counts.get(key))
+        for key in _USAGE_OPTIONAL_KEYS:
+            if key in counts:
+                total[key] = total.get(key, 0) + _count(counts[key])
     return total
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
 def _has_ancestor_in(span_id: str, usage: Mapping[str, Any], parents: Mapping[str, str | None]) -> bool:

@@ -19,8 +19,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from tracewire import context
 from tracewire.keys import SpanType
-from tracewire.recording.live import NOOP_SPAN, LiveSpan, find_live_span, start_trace
+from tracewire.recording.live import LIVE_TRACES, NOOP_SPAN, LiveSpan, find_live_span, start_trace
 from tracewire.recording.recorder import RECORDER
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,9 @@ class TracingClient:
 
     def __init__(self) -> None:
         RECORDER.index_live = True
+        # A trace started before the first client existed was not indexed: index the current
+        # one now, so its spans can be found from other threads too.
+        _index_current()
 
     def start_trace(
         self,
@@ -218,4 +222,17 @@ class TracingClient:
 
 
 def _find(trace_id: str, span_id: str) -> LiveSpan | None:
-    return registry.get(trace_id, span_id) or find_live_span(trace_id, span_id)
+    span = registry.get(trace_id, span_id) or find_live_span(trace_id, span_id)
+    if span is None and _index_current() == trace_id:
+        span = find_live_span(trace_id, span_id)
+    return span
+
+
+def _index_current() -> str | None:
+    """Index the live trace of this context's current span; its id, or None."""
+    current = context.current_span.get()
+    live = current.live_trace if isinstance(current, LiveSpan) else None
+    if live is None or live.finished:
+        return None
+    LIVE_TRACES.setdefault(live.trace_id, live)
+    return live.trace_id
