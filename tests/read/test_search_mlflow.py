@@ -83,10 +83,8 @@ def numeric_clause(draw: st.DrawFn) -> str:
                                   "end_time_ms", "end_time"]))
     prefix = draw(_PREFIXES) if field != "`timestamp`" else ""
     op = draw(st.sampled_from(["=", "!=", ">", ">=", "<", "<="]))
-    if "execution" in field:
-        value = draw(st.sampled_from([0, 100, 200, 300, 350, 600, 700]))
-    else:
-        value = draw(_TIMES)
+    durations = st.sampled_from([0, 100, 200, 300, 350, 600, 700])
+    value = draw(durations if "execution" in field else _TIMES)
     return f"{prefix}{field} {op} {value}"
 
 
