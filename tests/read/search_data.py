@@ -4,6 +4,8 @@ trace-level fields are then set per row and the rows written with the sink's own
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +52,21 @@ def _templates(path: Path) -> list[Trace]:
     return found
 
 
+def shaped_id(n: int) -> str:
+    return f"tr-{n:032x}"
+
+
 def shaped_trace(template: Trace, i: int) -> Trace:
     """Row ``i``: three rows per timestamp (ties), ids not in time order, two states, durations
     that tie, some tags/metadata present and some absent."""
     data = template.to_dict()
     info: dict[str, Any] = data["info"]
-    info["trace_id"] = f"tr-{(i * 7) % COUNT:02d}"
+    hex_id = f"{(i * 7) % COUNT:032x}"
+    info["trace_id"] = f"tr-{hex_id}"
+    for span in data["data"]["spans"]:  # spans name their trace too (MLflow's store keys on it)
+        span["trace_id"] = base64.b64encode(bytes.fromhex(hex_id)).decode()
+        if "mlflow.traceRequestId" in span.get("attributes", {}):
+            span["attributes"]["mlflow.traceRequestId"] = json.dumps(info["trace_id"])
     info["request_time"] = format_request_time(BASE_MS + (i // 3) * 250)
     info["state"] = "ERROR" if i % 4 == 1 else "OK"
     info["execution_duration_ms"] = (i * 5) % 7 * 100

@@ -313,7 +313,11 @@ def test_span_filter_operators(shaped: tuple[str, list[tracewire.Trace]]) -> Non
     assert search("span.name LIKE 'retr%'") == chat
     assert search("span.name ILIKE 'RETR%'") == chat
     assert search("span.name RLIKE '^tool_'") == agent
-    assert search("span.type IN ('RETRIEVER') AND span.name = 'llm'") == chat
+    # As in MLflow, the span clauses of one filter hold for one and the same span.
+    assert search("span.type IN ('LLM') AND span.name = 'llm'") == chat
+    assert search("span.type IN ('RETRIEVER') AND span.name = 'llm'") == set()
+    assert search("span.name = 'llm' AND trace.text LIKE '%sunny%'") == chat
+    assert search("span.name = 'retrieve' AND trace.text LIKE '%sunny%'") == set()
     assert search("span.status = 'ERROR'") == agent
     # != is "has a span named otherwise": every trace has its root
     assert search("span.name != 'llm'") == trace_ids(traces)
@@ -403,6 +407,6 @@ def test_bad_new_spellings_point_at_the_token(filter_string: str, message: str, 
 
 
 def test_span_clauses_are_not_a_table_scan() -> None:
-    with pytest.raises(SearchFilterError, match="search_traces only"):
-        build_filter("span.name = 'llm'")
-    assert build_filter("trace.text LIKE '%x%'") is not None
+    for filter_string in ("span.name = 'llm'", "trace.text LIKE '%x%'"):
+        with pytest.raises(SearchFilterError, match="search_traces only"):
+            build_filter(filter_string)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tracewire
-from tests.read.search_data import BASE_MS, COUNT, write_shaped_table
+from tests.read.search_data import BASE_MS, COUNT, shaped_id, write_shaped_table
 from tracewire.model import Trace
 from tracewire.read.filter import SearchFilterError
 
@@ -38,8 +38,13 @@ class _MlflowInfo:
 
 
 @pytest.fixture(scope="module")
-def shaped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[_MlflowInfo]]]:
-    path, traces = write_shaped_table(tmp_path_factory.mktemp("mlflow-parity"))
+def shaped_traces(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[Trace]]:
+    return write_shaped_table(tmp_path_factory.mktemp("mlflow-parity"))
+
+
+@pytest.fixture(scope="module")
+def shaped(shaped_traces: tuple[str, list[Trace]]) -> Iterator[tuple[str, list[_MlflowInfo]]]:
+    path, traces = shaped_traces
     yield path, [_MlflowInfo(t) for t in traces]
 
 
@@ -64,7 +69,7 @@ def string_clause(draw: st.DrawFn) -> str:
     field, values = draw(st.sampled_from([
         ("status", ["OK", "ERROR", "ok", "IN_PROGRESS"]),
         ("client_request_id", ["req-1", "req-10", "req-2", "nope"]),
-        ("request_id", [f"tr-{i:02d}" for i in (0, 7, 14, 23, 99)]),
+        ("request_id", [shaped_id(i) for i in (0, 7, 14, 23, 99)]),
     ]))
     prefix, double = draw(_PREFIXES), draw(st.booleans())
     op = draw(st.sampled_from(["=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"]))
@@ -123,7 +128,8 @@ def test_valid_filters_match_the_same_traces_as_mlflow(shaped: tuple[str, list[_
     "status = 'ok'", "trace.status = 'ERROR'", "attributes.status = \"OK\"", "trace.name = 'agent'",
     f"trace.timestamp_ms >= {BASE_MS + 1000}", f"`timestamp` < {BASE_MS + 500}",
     "trace.client_request_id = 'req-4'", "execution_time > 300", f"end_time_ms <= {BASE_MS + 600}",
-    "attribute.request_id IN ('tr-07', 'tr-14')", "tags.env != 'prod'", "metadata.tenant LIKE 'glob%'",
+    f"attribute.request_id IN ('{shaped_id(7)}', '{shaped_id(14)}')", "tags.env != 'prod'",
+    "metadata.tenant LIKE 'glob%'",
     "run_id = 'run-1'", "status NOT IN ('OK')", "name ILIKE 'post%' AND tags.env IS NULL",
 ])
 def test_mlflow_spellings(shaped: tuple[str, list[_MlflowInfo]], filter_string: str) -> None:
@@ -169,7 +175,8 @@ def test_an_invalid_clause_spoils_the_filter_in_both(shaped: tuple[str, list[_Ml
 # Deliberate differences (README): tracewire rejects a dangling or missing AND that MLflow's
 # sqlparse-based parser lets through, and accepts IS NULL / IN / numbers on more fields.
 _STRICTER = ["status = 'OK' AND", "status = 'OK' status = 'ERROR'"]
-_LENIENT = ["client_request_id IS NULL", "tags.env IN ('prod', 'dev')", "execution_time_ms IN (100, 200)"]
+_LENIENT = ["client_request_id IS NULL", "tags.env IN ('prod', 'dev')", "execution_time_ms IN (100, 200)",
+            "text LIKE '%sunny%'"]  # bare text: a keyword to sqlparse
 
 
 @pytest.mark.parametrize("filter_string", _STRICTER)
@@ -213,3 +220,63 @@ def test_shaped_table_has_ties(shaped: tuple[str, list[_MlflowInfo]]) -> None:
     assert len({i.execution_time_ms for i in infos}) < COUNT // 2
     by_time = [i.request_id for i in sorted(infos, key=lambda i: i.timestamp_ms)]
     assert by_time != sorted(by_time)
+
+
+# --- span and full-text filters: MLflow evaluates them in its SQL store only, so the same traces
+# --- go into a real SqlAlchemyStore on a local SQLite file and its search_traces is the reference.
+
+
+@pytest.fixture(scope="module")
+def sql_store(shaped_traces: tuple[str, list[Trace]], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """(store, experiment id): MLflow's tracking store holding the shaped traces (~20 s: migrations)."""
+    sqlalchemy_store = pytest.importorskip("mlflow.store.tracking.sqlalchemy_store")
+    path = tmp_path_factory.mktemp("mlflow-sql")
+    store = sqlalchemy_store.SqlAlchemyStore(f"sqlite:///{path}/mlflow.db", str(path / "artifacts"))
+    experiment = store.create_experiment("tracewire-parity")
+    for trace in shaped_traces[1]:
+        data = trace.to_dict()
+        data["info"]["trace_location"] = {"type": "MLFLOW_EXPERIMENT",
+                                          "mlflow_experiment": {"experiment_id": experiment}}
+        theirs = mlflow_entities.Trace.from_dict(data)
+        store.start_trace(theirs.info)
+        store.log_spans(experiment, theirs.data.spans)
+    return store, experiment
+
+
+def sql_ids(sql_store: Any, filter_string: str) -> set[str]:
+    store, experiment = sql_store
+    infos, _ = store.search_traces(locations=[experiment], filter_string=filter_string, max_results=1000)
+    return {i.trace_id for i in infos}
+
+
+@st.composite
+def span_clause(draw: st.DrawFn) -> str:
+    field, values = draw(st.sampled_from([
+        ("span.name", ["llm", "retrieve", "tool_call", "GET /items/{id}", "agent", "nope"]),
+        ("span.type", ["LLM", "TOOL", "CHAIN", "EMBEDDING", "UNKNOWN", "AGENT"]),
+        ("span.status", ["OK", "ERROR", "UNSET"]),
+    ]))
+    op = draw(st.sampled_from(["=", "!=", "IN", "NOT IN", "LIKE", "RLIKE"]))
+    if op in ("IN", "NOT IN"):
+        chosen = draw(st.lists(st.sampled_from(values), min_size=1, max_size=3))
+        return f"{field} {op} ({', '.join(_q(v, False) for v in chosen)})"
+    value = draw(st.sampled_from(values))
+    if op == "LIKE":
+        value = draw(st.sampled_from([value, value[:2] + "%", "%" + value[-2:], "%"]))
+    if op == "RLIKE":
+        value = draw(st.sampled_from([value, "^" + value[:2], value[-2:] + "$", "_"]))
+    return f"{field} {op} {_q(value, draw(st.booleans()))}"
+
+
+_TEXT = st.sampled_from(["sunny", "weather", "tool down", "Zürich", "embed", "nothing like this"])
+text_clause = st.tuples(st.sampled_from(["trace.text", "attributes.text", "span.content"]),
+                        st.sampled_from(["LIKE", "ILIKE"]), _TEXT).map(lambda c: f"{c[0]} {c[1]} '%{c[2]}%'")
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(filter_string=st.lists(st.one_of(span_clause(), text_clause, string_clause(), map_clause()),
+                              min_size=1, max_size=3).filter(lambda cs: any(c.startswith(("span", "t"))
+                                                                            for c in cs)).map(" AND ".join))
+def test_span_and_text_filters_match_mlflows_sql_store(sql_store: Any, shaped: tuple[str, list[_MlflowInfo]],
+                                                       filter_string: str) -> None:
+    assert our_ids(shaped[0], filter_string) == sql_ids(sql_store, filter_string)

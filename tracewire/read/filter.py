@@ -7,7 +7,8 @@ Clauses joined by ``AND``.  Fields, spelled as MLflow spells them, each optional
 ``client_request_id``, ``name`` (the ``mlflow.traceName`` tag), ``run_id`` (the
 ``mlflow.sourceRun`` metadata), ``prompt``, ``text`` (full text over the trace, ``LIKE``/``ILIKE``);
 ``tag.<key>``/``tags.<key>``, ``metadata.<key>``/``request_metadata.<key>``; ``span.name``,
-``span.type``, ``span.status``, ``span.content`` (traces having such a span).  tracewire's own
+``span.type``, ``span.status``, ``span.content`` (traces having such a span; all span clauses
+of a filter, ``text`` included, hold for the same span, as in MLflow).  tracewire's own
 columns: ``state``, ``status_code``, ``session_id``, ``user_id``, ``execution_duration_ms``.
 Operators ``= != > >= < <= LIKE ILIKE RLIKE IN NOT IN IS NULL IS NOT NULL``; strings in single
 or double quotes.  A bad filter raises ``SearchFilterError`` pointing at the offending token.

@@ -8,7 +8,8 @@ only — so a broad filter over a large table never parses traces in Python.
 
 Filters on spans (``span.name``, ``span.type``, ``span.status``) are checked on the parsed trace,
 after a pushed-down substring test on the ``trace`` column has dropped the rows that cannot match.
-``trace.text`` is a ``LIKE`` over the trace's stored JSON, pushed down whole.
+``trace.text`` (``span.content``) is a ``LIKE`` over each span's JSON.  As in MLflow, all span
+clauses of a filter hold for one and the same span.
 
 Order is deterministic, as in MLflow: the ``order_by`` keys, then timestamp DESC, then trace id.
 
@@ -23,13 +24,14 @@ every literal is checked against its column's range, so a bad filter is always a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from tracewire.export.table import PARTITION_COLUMN
-from tracewire.model import Trace
+from tracewire.model import Span, Trace
 from tracewire.read.filter import (
     Clause,
     SearchFilterError,
@@ -67,18 +69,23 @@ def _value(clause: Clause) -> Any:
 
 # Printable ASCII without quote or backslash: such text appears verbatim in the trace JSON.
 _PLAIN = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]+")
+# Words and single spaces, no JSON punctuation: the same in our compact JSON and MLflow's spaced one.
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9_\-./()@#!?']+(?: [A-Za-z0-9_\-./()@#!?']+)*")
+SPAN_KINDS = ("span", "text")
+"""Clauses on one span each (``span.*``, ``trace.text``): checked on the parsed trace."""
 
 
-def _plain_fragment(clause: Clause) -> list[str] | None:
+def _fragments(clause: Clause) -> list[str] | None:
     """Substrings one of which the trace JSON must hold for a span clause to match, or None."""
+    plain = _PLAIN_TEXT if clause.kind == "text" else _PLAIN
     if clause.op in ("=", "IN"):
         values = clause.value if clause.op == "IN" else [clause.value]
-        if all(_PLAIN.fullmatch(v) for v in values):
+        if all(plain.fullmatch(v) for v in values):
             return list(values)
     if clause.op in ("LIKE", "ILIKE"):
-        fragments = [f for f in re.split(r"[%_]", clause.value) if _PLAIN.fullmatch(f)]
-        if fragments:
-            return [max(fragments, key=len)]
+        pieces = [f for f in re.split(r"[%_]", clause.value) if plain.fullmatch(f)]
+        if pieces:
+            return [max(pieces, key=len)]
     return None
 
 
@@ -86,8 +93,8 @@ def _expression(clause: Clause) -> Any:
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    if clause.kind == "span":  # a necessary condition only: the exact check runs on the trace
-        fragments = _plain_fragment(clause) if clause.key != "status" else None
+    if clause.kind in SPAN_KINDS:  # a necessary condition only: the exact check runs on the trace
+        fragments = _fragments(clause) if clause.key != "status" else None
         if not fragments:
             return ds.scalar(True)
         trace = ds.field("trace")
@@ -115,13 +122,16 @@ def _expression(clause: Clause) -> Any:
     }[op]
 
 
-def _span_matches(clause: Clause, trace: Trace) -> bool:
-    """Whether any span of ``trace`` satisfies the span clause."""
-    for span in trace.data.spans:
-        lhs = span.name if clause.key == "name" else span.span_type if clause.key == "type" else span.status
-        if lhs is not None and matches(clause.op, lhs, clause.value):
-            return True
-    return False
+def _span_value(clause: Clause, span: Span) -> str:
+    if clause.kind == "text":  # the span's JSON, as MLflow's store keeps it for full-text search
+        return json.dumps(span.to_dict(), ensure_ascii=False, default=str)
+    return span.name if clause.key == "name" else span.span_type if clause.key == "type" else span.status
+
+
+def _span_matches(clauses: Sequence[Clause], trace: Trace) -> bool:
+    """Whether one span of ``trace`` satisfies every span clause (as MLflow: the same span)."""
+    return any(all(matches(c.op, _span_value(c, span), c.value) for c in clauses)
+               for span in trace.data.spans)
 
 
 def _partition_bounds(clauses: Sequence[Clause]) -> list[Any]:
@@ -218,7 +228,7 @@ def build_filter(filter_string: str | None) -> Any:
     """
     clauses = parse_filter(filter_string)
     for clause in clauses:
-        if clause.kind == "span":
+        if clause.kind in SPAN_KINDS:
             raise SearchFilterError(filter_string or "", clause.pos,
                                     f"{clause.field} is evaluated by search_traces only, not in a table scan")
     return _scan_expression(clauses)
@@ -279,7 +289,7 @@ def search_traces(
     clauses = parse_filter(filter_string)
     keys = parse_order_by(order_by)
     expression = _scan_expression(clauses)
-    exact = [c for c in clauses if c.kind == "span"]
+    exact = [c for c in clauses if c.kind in SPAN_KINDS]
     dataset = open_dataset(table, storage_options)
     if dataset is None:  # a table without data files
         return []
@@ -297,7 +307,7 @@ def search_traces(
         # Span clauses: the pushed-down substring test leaves the candidates; parse those once.
         rows = dataset.to_table(columns=sorted({*key_columns, "trace"}), filter=expression)
         traces = [Trace.from_json(text) for text in rows.column("trace").to_pylist()]
-        keep = pa.array([all(_span_matches(c, t) for c in exact) for t in traces], pa.bool_())
+        keep = pa.array([_span_matches(exact, t) for t in traces], pa.bool_())
         numbered = rows.append_column("_row", pa.array(range(rows.num_rows), pa.int64()))
         winners = _sorted(numbered.filter(keep), keys).slice(0, max_results)
         return [traces[i] for i in winners.column("_row").to_pylist()]
