@@ -186,7 +186,9 @@ _WORDS = ["status", "state", "timestamp_ms", "status_code", "execution_time_ms",
           "AND", "OR", "IN", "NOT", "IS", "NULL", "LIKE", "ILIKE", "=", "!=", "<>", ">", ">=", "<", "<=",
           "(", ")", ",", "'OK'", "'x''y'", "'%'", "'", "`", "-", ".", "0", "-1", "1.5", "200",
           "99999999999999999999", "-99999999999999999999", "1e400", "9" * 330 + ".0", "'caf\udce9'",
-          "metadata.`caf\udce9`"]
+          "metadata.`caf\udce9`", "RLIKE", "span.name", "span.type", "span.status", "trace.text",
+          "span.content", "'%a%'", '"OK"', '"', "`timestamp`", "end_time_ms", "trace.status",
+          "attributes.`x`", "'['", "'(?<=a)b'", "ASC"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -404,6 +406,13 @@ def test_bad_new_spellings_point_at_the_token(filter_string: str, message: str, 
     with pytest.raises(SearchFilterError, match=message) as caught:
         parse_filter(filter_string)
     assert caught.value.position == position
+
+
+def test_regexes_re2_rejects_point_at_the_clause(shaped: tuple[str, list[tracewire.Trace]]) -> None:
+    with pytest.raises(SearchFilterError, match="RE2") as caught:
+        tracewire.search_traces(shaped[0], "status = 'OK' AND name RLIKE '(?<=P)OST'")
+    assert caught.value.position == 18
+    assert tracewire.search_traces(shaped[0], "name RLIKE '^P(OST|UT) '")
 
 
 def test_span_clauses_are_not_a_table_scan() -> None:

@@ -215,6 +215,21 @@ def _or_all(expressions: Sequence[Any]) -> Any:
     return _or_all(expressions[:middle]) | _or_all(expressions[middle:])
 
 
+def _check_regexes(filter_string: str, clauses: Sequence[Clause]) -> None:
+    """RLIKE patterns pushed into the scan run on RE2, stricter than ``re`` (no lookarounds, no
+    backreferences): reject those up front, pointing at the clause."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for clause in clauses:
+        if clause.op == "RLIKE" and clause.kind not in SPAN_KINDS:
+            try:
+                pc.match_substring_regex(pa.array([""], pa.string()), clause.value)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                problem = f"not a regular expression RE2 accepts ({cut(str(exc).splitlines()[0], 120)})"
+                raise SearchFilterError(filter_string, clause.pos, problem) from None
+
+
 def _scan_expression(clauses: Sequence[Clause]) -> Any:
     expressions = [_expression(c) for c in clauses] + _partition_bounds(clauses)
     return _and_all(expressions) if expressions else None
@@ -231,6 +246,7 @@ def build_filter(filter_string: str | None) -> Any:
         if clause.kind in SPAN_KINDS:
             raise SearchFilterError(filter_string or "", clause.pos,
                                     f"{clause.field} is evaluated by search_traces only, not in a table scan")
+    _check_regexes(filter_string or "", clauses)
     return _scan_expression(clauses)
 
 
@@ -288,6 +304,7 @@ def search_traces(
         raise ValueError("max_results must be >= 1")
     clauses = parse_filter(filter_string)
     keys = parse_order_by(order_by)
+    _check_regexes(filter_string or "", clauses)
     expression = _scan_expression(clauses)
     exact = [c for c in clauses if c.kind in SPAN_KINDS]
     dataset = open_dataset(table, storage_options)
