@@ -44,12 +44,16 @@ from tracewire.read.filter import (
 
 
 def _end_time_ms(request_time: Any, duration: Any) -> Any:
-    """``request_time`` (a timestamp) + ``execution_duration_ms`` as epoch milliseconds."""
+    """``request_time`` (microsecond timestamps) + ``execution_duration_ms`` as epoch milliseconds;
+    on columns, or on dataset expressions (whose ``cast`` is a method: ``pc.cast`` takes arrays)."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.dataset as ds
 
-    micros = request_time.cast(pa.int64()) if hasattr(request_time, "is_valid") and not hasattr(
-        request_time, "chunks") else pc.cast(request_time, pa.int64())
+    if isinstance(request_time, ds.Expression):
+        micros = request_time.cast(pa.int64())
+    else:
+        micros = pc.cast(request_time, pa.int64())
     return pc.add(pc.divide(micros, 1000), duration)
 
 
