@@ -259,9 +259,9 @@ def _unescape(match: re.Match[str]) -> str:
 
 
 _policy = Redactor()
-# A JSON key: a string token followed by a colon.  A scan from the left never starts inside a
-# string at an unescaped quote, so no match can swallow a real key (extra matches are harmless).
-_JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
+# Every JSON string token, whole (so the scan never restarts inside one: linear time whatever
+# the escapes), and whether a colon follows it (then it is a key).
+_JSON_STRING = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"(\s*:)?')
 
 
 def use(fields: Iterable[str]) -> None:
@@ -297,7 +297,9 @@ def redact_json(text: str) -> str:
     if not current._rules or ('":' not in text and '" :' not in text):
         return text
     is_secret = current.is_secret
-    for key in set(_JSON_KEY.findall(text)):
+    for key, colon in _JSON_STRING.findall(text):
+        if not colon:
+            continue
         if "\\" in key:
             key = _json_string('"' + key + '"')
         if is_secret(key):
