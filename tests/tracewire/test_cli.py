@@ -120,7 +120,7 @@ def test_tail_prints_one_line_per_trace(broker: Broker) -> None:
 
 
 def test_show_prints_every_trace_sharing_the_id(tmp_path: Path) -> None:
-    from tests.tracewire.test_search import write_shared_trace_id_table
+    from tests.read.test_search import write_shared_trace_id_table
 
     path = tmp_path / "shared"
     trace_id = write_shared_trace_id_table(path)

@@ -6,6 +6,13 @@ column predicates, metadata and tags are map lookups.  The scan happens in two p
 matching rows' ids and sort keys first, then the full trace JSON of the top ``max_results``
 only — so a broad filter over a large table never parses traces in Python.
 
+Filters on spans (``span.name``, ``span.type``, ``span.status``) are checked on the parsed trace,
+after a pushed-down substring test on the ``trace`` column has dropped the rows that cannot match.
+``trace.text`` (``span.content``) is a ``LIKE`` over each span's JSON.  As in MLflow, all span
+clauses of a filter hold for one and the same span.
+
+Order is deterministic, as in MLflow: the ``order_by`` keys, then timestamp DESC, then trace id.
+
 Several rows may share a trace id (requests that carried one ``traceparent``): every matching row
 is returned, each once.
 
@@ -17,23 +24,87 @@ every literal is checked against its column's range, so a bad filter is always a
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from tracewire.export.table import PARTITION_COLUMN
-from tracewire.model import Trace
-from tracewire.read.filter import Clause, SearchFilterError, cut, parse_filter, to_timestamp
+from tracewire.model import Span, Trace
+from tracewire.read.filter import (
+    Clause,
+    SearchFilterError,
+    cut,
+    matches,
+    parse_filter,
+    parse_order_field,
+    to_timestamp,
+)
 
 
-def _expression(clause: Clause) -> Any:
+def _end_time_ms(request_time: Any, duration: Any) -> Any:
+    """``request_time`` (microsecond timestamps) + ``execution_duration_ms`` as epoch milliseconds;
+    on columns, or on dataset expressions (whose ``cast`` is a method: ``pc.cast`` takes arrays)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
+    if isinstance(request_time, ds.Expression):
+        micros = request_time.cast(pa.int64())
+    else:
+        micros = pc.cast(request_time, pa.int64())
+    return pc.add(pc.divide(micros, 1000), duration)
+
+
+def _value(clause: Clause) -> Any:
+    """The clause's left-hand side as a dataset expression."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    if clause.kind == "end":
+        return _end_time_ms(ds.field("request_time"), ds.field("execution_duration_ms"))
     field: Any = ds.field(clause.column)
     if clause.kind == "map":
         field = pc.map_lookup(field, pa.scalar(clause.key), "first")
+    return field
+
+
+# Printable ASCII without quote or backslash: such text appears verbatim in the trace JSON.
+_PLAIN = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]+")
+# Words and single spaces, no JSON punctuation: the same in our compact JSON and MLflow's spaced one.
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9_\-./()@#!?']+(?: [A-Za-z0-9_\-./()@#!?']+)*")
+SPAN_KINDS = ("span", "text")
+"""Clauses on one span each (``span.*``, ``trace.text``): checked on the parsed trace."""
+
+
+def _fragments(clause: Clause) -> list[str] | None:
+    """Substrings one of which the trace JSON must hold for a span clause to match, or None."""
+    plain = _PLAIN_TEXT if clause.kind == "text" else _PLAIN
+    if clause.op in ("=", "IN"):
+        values = clause.value if clause.op == "IN" else [clause.value]
+        if all(plain.fullmatch(v) for v in values):
+            return list(values)
+    if clause.op in ("LIKE", "ILIKE"):
+        pieces = [f for f in re.split(r"[%_]", clause.value) if plain.fullmatch(f)]
+        if pieces:
+            return [max(pieces, key=len)]
+    return None
+
+
+def _expression(clause: Clause) -> Any:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    if clause.kind in SPAN_KINDS:  # a necessary condition only: the exact check runs on the trace
+        fragments = _fragments(clause) if clause.key != "status" else None
+        if not fragments:
+            return ds.scalar(True)
+        trace = ds.field("trace")
+        ignore_case = clause.op == "ILIKE"
+        return _or_all([pc.match_substring(trace, f, ignore_case=ignore_case) for f in fragments])
+    field = _value(clause)
     convert = to_timestamp if clause.kind == "time" else (lambda v: v)
     op, value = clause.op, clause.value
     if op == "IS NULL":
@@ -41,16 +112,13 @@ def _expression(clause: Clause) -> Any:
     if op == "IS NOT NULL":
         return field.is_valid()
     if op in ("IN", "NOT IN"):
-        values = [convert(v) for v in value]
-        if clause.kind == "map" or clause.kind in ("str", "state"):
-            values = [str(v) for v in values]
-        expr = field.isin(values)
-        return ~expr if op == "NOT IN" else expr
+        expr = field.isin([convert(v) for v in value])
+        return (~expr & field.is_valid()) if op == "NOT IN" else expr  # null is in no list, nor out
     if op in ("LIKE", "ILIKE"):
         # SQL LIKE and arrow's match_like share the % and _ wildcards.
         return pc.match_like(field, str(value), ignore_case=op == "ILIKE")
-    if clause.kind in ("str", "state", "map"):
-        value = str(value)
+    if op == "RLIKE":
+        return pc.match_substring_regex(field, str(value))
     value = convert(value)
     return {
         "=": field == value, "!=": field != value, ">": field > value,
@@ -58,13 +126,27 @@ def _expression(clause: Clause) -> Any:
     }[op]
 
 
+def _span_value(clause: Clause, span: Span) -> str:
+    if clause.kind == "text":  # the span's JSON, as MLflow's store keeps it for full-text search
+        return json.dumps(span.to_dict(), ensure_ascii=False, default=str)
+    return span.name if clause.key == "name" else span.span_type if clause.key == "type" else span.status
+
+
+def _span_matches(clauses: Sequence[Clause], trace: Trace) -> bool:
+    """Whether one span of ``trace`` satisfies every span clause (as MLflow: the same span)."""
+    return any(all(matches(c.op, _span_value(c, span), c.value) for c in clauses)
+               for span in trace.data.spans)
+
+
 def _partition_bounds(clauses: Sequence[Clause]) -> list[Any]:
-    """``request_date`` predicates implied by timestamp bounds: prune whole days."""
+    """``request_date`` predicates implied by time bounds: prune whole days."""
     import pyarrow.dataset as ds
 
     out = []
     for clause in clauses:
-        if clause.kind != "time" or clause.op not in (">", ">=", "<", "<=", "="):
+        ops = (">", ">=", "<", "<=", "=") if clause.kind == "time" else ("<", "<=") if clause.kind == "end" \
+            else ()
+        if clause.op not in ops:  # an end time bounds the start from above only (durations >= 0)
             continue
         day = to_timestamp(clause.value).date()
         date = ds.field(PARTITION_COLUMN)
@@ -77,27 +159,49 @@ def _partition_bounds(clauses: Sequence[Clause]) -> list[Any]:
     return out
 
 
-_ORDER_FIELDS = {"timestamp_ms": "request_time", "timestamp": "request_time",
-                 "execution_time_ms": "execution_duration_ms", "status": "state",
-                 "state": "state", "status_code": "status_code", "trace_id": "trace_id",
-                 "client_request_id": "client_request_id", "session_id": "session_id",
-                 "user_id": "user_id"}
+def parse_order_by(order_by: Sequence[str] | None) -> list[tuple[Clause, bool]]:
+    """The sort keys: ``order_by``'s, then timestamp DESC and trace id ASC as MLflow breaks ties."""
+    keys = []
+    for item in order_by or ():
+        if not isinstance(item, str):
+            raise SearchFilterError(repr(item), 0, "an order_by entry is a string like 'timestamp_ms DESC'")
+        try:
+            keys.append(parse_order_field(item))
+        except SearchFilterError as exc:
+            raise SearchFilterError(item, exc.position, f"cannot order by {cut(item)!r}: {exc.problem}") \
+                from None
+    columns = {(c.column, c.key) for c, _ in keys}
+    if ("request_time", None) not in columns:
+        keys.append((Clause("timestamp_ms", "request_time", "time", ""), False))
+    if ("trace_id", None) not in columns:
+        keys.append((Clause("trace_id", "trace_id", "str", ""), True))
+    return keys
 
 
-def parse_order_by(order_by: Sequence[str] | None) -> list[tuple[str, str]]:
-    if not order_by:
-        return [("request_time", "descending")]
-    out = []
-    for item in order_by:
-        parts = item.split()
-        if not parts or len(parts) > 2 or parts[0].lower() not in _ORDER_FIELDS:
-            raise SearchFilterError(item, 0, f"cannot order by {item!r}; fields: "
-                                    f"{', '.join(sorted(_ORDER_FIELDS))}")
-        direction = parts[1].upper() if len(parts) == 2 else "ASC"
-        if direction not in ("ASC", "DESC"):
-            raise SearchFilterError(item, item.index(parts[1]), "expected ASC or DESC")
-        out.append((_ORDER_FIELDS[parts[0].lower()], "descending" if direction == "DESC" else "ascending"))
-    return out
+def _key_columns(keys: Sequence[tuple[Clause, bool]]) -> set[str]:
+    columns = {"trace_id", PARTITION_COLUMN}
+    for clause, _ in keys:
+        columns |= {"request_time", "execution_duration_ms"} if clause.kind == "end" else {clause.column}
+    return columns
+
+
+def _sorted(rows: Any, keys: Sequence[tuple[Clause, bool]]) -> Any:
+    """``rows`` sorted by ``keys`` (nulls last, as MLflow puts them when descending)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrays, sort_keys = [], []
+    for i, (clause, ascending) in enumerate(keys):
+        if clause.kind == "end":
+            column = _end_time_ms(rows.column("request_time"), rows.column("execution_duration_ms"))
+        elif clause.kind == "map":
+            column = pc.map_lookup(rows.column(clause.column), pa.scalar(clause.key), "first")
+        else:
+            column = rows.column(clause.column)
+        arrays.append(column)
+        sort_keys.append((f"k{i}", "ascending" if ascending else "descending"))
+    table = pa.table(arrays, names=[f"k{i}" for i in range(len(arrays))])
+    return rows.take(pc.sort_indices(table, sort_keys=sort_keys))  # nulls sort at the end
 
 
 def _and_all(expressions: Sequence[Any]) -> Any:
@@ -108,21 +212,54 @@ def _and_all(expressions: Sequence[Any]) -> Any:
     return _and_all(expressions[:middle]) & _and_all(expressions[middle:])
 
 
-def build_filter(filter_string: str | None) -> Any:
-    """The Arrow dataset expression for ``filter_string`` (None when it is empty)."""
-    clauses = parse_filter(filter_string)
+def _or_all(expressions: Sequence[Any]) -> Any:
+    if len(expressions) == 1:
+        return expressions[0]
+    middle = len(expressions) // 2
+    return _or_all(expressions[:middle]) | _or_all(expressions[middle:])
+
+
+def _check_regexes(filter_string: str, clauses: Sequence[Clause]) -> None:
+    """RLIKE patterns pushed into the scan run on RE2, stricter than ``re`` (no lookarounds, no
+    backreferences): reject those up front, pointing at the clause."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for clause in clauses:
+        if clause.op == "RLIKE" and clause.kind not in SPAN_KINDS:
+            try:
+                pc.match_substring_regex(pa.array([""], pa.string()), clause.value)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                problem = f"not a regular expression RE2 accepts ({cut(str(exc).splitlines()[0], 120)})"
+                raise SearchFilterError(filter_string, clause.pos, problem) from None
+
+
+def _scan_expression(clauses: Sequence[Clause]) -> Any:
     expressions = [_expression(c) for c in clauses] + _partition_bounds(clauses)
-    if not expressions:
-        return None
-    return _and_all(expressions)
+    return _and_all(expressions) if expressions else None
 
 
-def _check_clauses(filter_string: str, schema: Any) -> None:
+def build_filter(filter_string: str | None) -> Any:
+    """The Arrow dataset expression for ``filter_string`` (None when it is empty).
+
+    Span clauses need the parsed trace, which an expression cannot hold: they are rejected here
+    (``search_traces`` evaluates them).
+    """
+    clauses = parse_filter(filter_string)
+    for clause in clauses:
+        if clause.kind in SPAN_KINDS:
+            raise SearchFilterError(filter_string or "", clause.pos,
+                                    f"{clause.field} is evaluated by search_traces only, not in a table scan")
+    _check_regexes(filter_string or "", clauses)
+    return _scan_expression(clauses)
+
+
+def _check_clauses(filter_string: str, clauses: Sequence[Clause], schema: Any) -> None:
     """Raise ``SearchFilterError`` at the first clause the table's schema cannot evaluate."""
     import pyarrow as pa
 
     empty = schema.empty_table()
-    for clause in parse_filter(filter_string):
+    for clause in clauses:
         try:
             empty.filter(_expression(clause))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
@@ -163,13 +300,17 @@ def search_traces(
 ) -> list[Trace]:
     """Traces in the inference table at ``table`` matching ``filter_string`` (MLflow grammar).
 
-    ``order_by`` is a list like ``["timestamp_ms DESC"]`` (the default: newest first).
-    Raises ``SearchFilterError`` (a ``ValueError``) for a bad filter.
+    ``order_by`` is a list like ``["timestamp_ms DESC"]`` (the default: newest first); ties are
+    broken by timestamp DESC, then trace id.  Raises ``SearchFilterError`` (a ``ValueError``) for
+    a bad filter or order_by.
     """
     if max_results < 1:
         raise ValueError("max_results must be >= 1")
-    expression = build_filter(filter_string)
-    sort_keys = parse_order_by(order_by)
+    clauses = parse_filter(filter_string)
+    keys = parse_order_by(order_by)
+    _check_regexes(filter_string or "", clauses)
+    expression = _scan_expression(clauses)
+    exact = [c for c in clauses if c.kind in SPAN_KINDS]
     dataset = open_dataset(table, storage_options)
     if dataset is None:  # a table without data files
         return []
@@ -177,16 +318,24 @@ def search_traces(
     import pyarrow.dataset as ds
 
     if expression is not None:
-        try:  # an unknown map value type or the like: point at the clause, not at Arrow
+        try:  # an unknown map value type, a regex RE2 rejects: point at the clause, not at Arrow
             dataset.schema.empty_table().filter(expression)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            _check_clauses(filter_string or "", dataset.schema)
+            _check_clauses(filter_string or "", clauses, dataset.schema)
             raise
-    key_columns = sorted({"trace_id", PARTITION_COLUMN, *(column for column, _ in sort_keys)})
-    matches = dataset.to_table(columns=key_columns, filter=expression)
-    if matches.num_rows == 0:
+    key_columns = sorted(_key_columns(keys))
+    if exact:
+        # Span clauses: the pushed-down substring test leaves the candidates; parse those once.
+        rows = dataset.to_table(columns=sorted({*key_columns, "trace"}), filter=expression)
+        traces = [Trace.from_json(text) for text in rows.column("trace").to_pylist()]
+        keep = pa.array([_span_matches(exact, t) for t in traces], pa.bool_())
+        numbered = rows.append_column("_row", pa.array(range(rows.num_rows), pa.int64()))
+        winners = _sorted(numbered.filter(keep), keys).slice(0, max_results)
+        return [traces[i] for i in winners.column("_row").to_pylist()]
+    matches_ = dataset.to_table(columns=key_columns, filter=expression)
+    if matches_.num_rows == 0:
         return []
-    top = matches.sort_by(sort_keys).slice(0, max_results)
+    top = _sorted(matches_, keys).slice(0, max_results)
     ids = [i for i in set(top.column("trace_id").to_pylist()) if i is not None]
     # Second pass reads the (large) trace column of the winners only: their days' partitions,
     # their ids, sorted the same way; it holds every winner row, so its top ``max_results`` are
@@ -198,7 +347,7 @@ def search_traces(
         second = second & ds.field(PARTITION_COLUMN).isin(days)
     columns = sorted({*key_columns, "trace"})
     rows = dataset.to_table(columns=columns, filter=second)
-    if expression is not None and rows.num_rows > matches.filter(second).num_rows:
+    if expression is not None and rows.num_rows > matches_.filter(second).num_rows:
         rows = dataset.to_table(columns=columns, filter=second & expression)
-    rows = rows.sort_by(sort_keys).slice(0, max_results)
+    rows = _sorted(rows, keys).slice(0, max_results)
     return [Trace.from_json(text) for text in rows.column("trace").to_pylist()]

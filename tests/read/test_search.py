@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tracewire
-from tracewire.read.filter import MAX_CLAUSES, MAX_IN_VALUES, SearchFilterError
+from tracewire.read.filter import MAX_CLAUSES, MAX_IN_VALUES, SearchFilterError, parse_filter
 from tracewire.read.search import build_filter
 
 pytest.importorskip("deltalake")
@@ -184,7 +186,9 @@ _WORDS = ["status", "state", "timestamp_ms", "status_code", "execution_time_ms",
           "AND", "OR", "IN", "NOT", "IS", "NULL", "LIKE", "ILIKE", "=", "!=", "<>", ">", ">=", "<", "<=",
           "(", ")", ",", "'OK'", "'x''y'", "'%'", "'", "`", "-", ".", "0", "-1", "1.5", "200",
           "99999999999999999999", "-99999999999999999999", "1e400", "9" * 330 + ".0", "'caf\udce9'",
-          "metadata.`caf\udce9`"]
+          "metadata.`caf\udce9`", "RLIKE", "span.name", "span.type", "span.status", "trace.text",
+          "span.content", "'%a%'", '"OK"', '"', "`timestamp`", "end_time_ms", "trace.status",
+          "attributes.`x`", "'['", "'(?<=a)b'", "ASC"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -256,3 +260,162 @@ def test_rows_sharing_a_trace_id_are_each_returned_once(tmp_path: Path) -> None:
     # max_results cuts rows, not ids.
     newest = tracewire.search_traces(str(path), max_results=2)
     assert [t.info.client_request_id for t in newest] == ["alone", "shared-2"]
+
+
+# --- MLflow's spellings, span filters, full text and order on a table with controlled fields ---
+
+
+@pytest.fixture(scope="module")
+def shaped(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[tracewire.Trace]]:
+    from tests.read.search_data import write_shaped_table
+
+    return write_shaped_table(tmp_path_factory.mktemp("shaped"))
+
+
+def trace_ids(traces: list[tracewire.Trace]) -> set[str]:
+    return {t.info.trace_id for t in traces}
+
+
+def having(traces: list[tracewire.Trace], **spans: str) -> set[str]:
+    return {t.info.trace_id for t in traces if t.search_spans(**spans)}
+
+
+def test_status_is_compared_exactly(shaped: tuple[str, list[tracewire.Trace]]) -> None:
+    table, traces = shaped
+    assert tracewire.search_traces(table, "status = 'ok'") == []
+    assert tracewire.search_traces(table, "trace.status = 'Error'") == []
+    errors = {t.info.trace_id for t in traces if t.info.state == "ERROR"}
+    assert trace_ids(tracewire.search_traces(table, 'status = "ERROR"')) == errors
+    assert trace_ids(tracewire.search_traces(table, "status ILIKE 'error'")) == errors
+
+
+@pytest.mark.parametrize(("filter_string", "spans"), [
+    ("span.name = 'llm'", {"name": "llm"}),
+    ("span.name = 'GET /items/{id}'", {"name": "GET /items/{id}"}),
+    ("span.type = 'TOOL'", {"span_type": "TOOL"}),
+    ("span.type = \"EMBEDDING\"", {"span_type": "EMBEDDING"}),
+])
+def test_span_filters_find_traces_having_such_a_span(shaped: tuple[str, list[tracewire.Trace]],
+                                                     filter_string: str, spans: dict[str, str]) -> None:
+    table, traces = shaped
+    expected = having(traces, **spans)
+    assert expected and len(expected) < len(traces)
+    assert trace_ids(tracewire.search_traces(table, filter_string, max_results=1000)) == expected
+
+
+def test_span_filter_operators(shaped: tuple[str, list[tracewire.Trace]]) -> None:
+    table, traces = shaped
+
+    def search(filter_string: str) -> set[str]:
+        return trace_ids(tracewire.search_traces(table, filter_string, max_results=1000))
+
+    chat = having(traces, name="retrieve")
+    agent = having(traces, name="tool_call")
+    assert search("span.name IN ('retrieve', 'tool_call')") == chat | agent
+    assert search("span.name LIKE 'retr%'") == chat
+    assert search("span.name ILIKE 'RETR%'") == chat
+    assert search("span.name RLIKE '^tool_'") == agent
+    # As in MLflow, the span clauses of one filter hold for one and the same span.
+    assert search("span.type IN ('LLM') AND span.name = 'llm'") == chat
+    assert search("span.type IN ('RETRIEVER') AND span.name = 'llm'") == set()
+    assert search("span.name = 'llm' AND trace.text LIKE '%sunny%'") == chat
+    assert search("span.name = 'retrieve' AND trace.text LIKE '%sunny%'") == set()
+    assert search("span.status = 'ERROR'") == agent
+    # != is "has a span named otherwise": every trace has its root
+    assert search("span.name != 'llm'") == trace_ids(traces)
+    assert search("span.name NOT IN ('agent', 'tool_call')") == trace_ids(traces) - agent
+    assert search("span.name = 'nope'") == set()
+    assert search("span.name = 'llm' AND tags.env = 'prod'") == chat & {
+        t.info.trace_id for t in traces if t.info.tags.get("env") == "prod"}
+    ordered = tracewire.search_traces(table, "span.type = 'LLM'", order_by=["execution_time_ms DESC"],
+                                      max_results=2)
+    everything = tracewire.search_traces(table, "span.type = 'LLM'", order_by=["execution_time_ms DESC"])
+    assert [t.info.trace_id for t in ordered] == [t.info.trace_id for t in everything][:2]
+    assert [t.info.execution_duration_ms for t in everything] == sorted(
+        (t.info.execution_duration_ms for t in everything), reverse=True)
+
+
+def test_full_text_search(shaped: tuple[str, list[tracewire.Trace]]) -> None:
+    table, traces = shaped
+    chat = having(traces, name="retrieve")
+    items = having(traces, name="GET /items/{id}")
+    assert trace_ids(tracewire.search_traces(table, "trace.text LIKE '%sunny%'", max_results=1000)) == chat
+    assert trace_ids(tracewire.search_traces(table, "text ILIKE '%SUNNY%'", max_results=1000)) == chat
+    assert trace_ids(tracewire.search_traces(table, "trace.text LIKE '%Zürich%'", max_results=1000)) == items
+    assert trace_ids(tracewire.search_traces(table, "span.content LIKE '%tool down%'", max_results=1000)) \
+        == having(traces, name="tool_call")
+    assert tracewire.search_traces(table, "trace.text LIKE '%no such words%'") == []
+
+
+@pytest.mark.parametrize(("order_by", "key"), [
+    (["name"], lambda t: t.info.tags.get("mlflow.traceName")),
+    (["tags.env DESC"], lambda t: t.info.tags.get("env")),
+    (["tag.env"], lambda t: t.info.tags.get("env")),
+    (["metadata.tenant ASC"], lambda t: t.info.trace_metadata.get("tenant")),
+    (["end_time_ms DESC"], lambda t: t.info.request_time + t.info.execution_duration_ms),
+    (["status"], lambda t: t.info.state),
+    (["execution_time DESC", "client_request_id"], lambda t: t.info.execution_duration_ms),
+])
+def test_order_by_fields(shaped: tuple[str, list[tracewire.Trace]], order_by: list[str], key: Any) -> None:
+    table, traces = shaped
+    found = tracewire.search_traces(table, order_by=order_by, max_results=1000)
+    assert len(found) == len(traces)
+    descending = order_by[0].endswith("DESC")
+    present = [key(t) for t in found if key(t) is not None]
+    assert present == sorted(present, reverse=descending)
+    assert all(key(t) is None for t in found[len(present):]), "missing values sort last"
+    # Ties: timestamp DESC, then trace id (when order_by has a single key)
+    if len(order_by) == 1:
+        for a, b in itertools.pairwise(found):
+            if key(a) == key(b):
+                assert (-a.info.request_time, a.info.trace_id) < (-b.info.request_time, b.info.trace_id)
+
+
+def test_pages_are_stable(shaped: tuple[str, list[tracewire.Trace]]) -> None:
+    """Equal keys no longer come back in arbitrary order: the top N is a prefix of the top N+1."""
+    table = shaped[0]
+    for order_by in (["status"], None, ["execution_time_ms"]):
+        everything = [t.info.trace_id for t in tracewire.search_traces(table, order_by=order_by)]
+        for n in (1, 4, 7, 13):
+            top = tracewire.search_traces(table, order_by=order_by, max_results=n)
+            assert [t.info.trace_id for t in top] == everything[:n]
+
+
+@pytest.mark.parametrize(("order_by", "message"), [
+    (["span.name"], "not one value per trace"),
+    (["trace.text"], "not one value per trace"),
+    (["tags."], "unexpected character"),
+    (["timestamp_ms DESC extra"], "expected the end"),
+    ([""], "empty order_by"),
+])
+def test_bad_order_by_fields(shaped: tuple[str, list[tracewire.Trace]], order_by: list[str],
+                             message: str) -> None:
+    with pytest.raises(SearchFilterError, match=message):
+        tracewire.search_traces(shaped[0], order_by=order_by)
+
+
+@pytest.mark.parametrize(("filter_string", "message", "position"), [
+    ("name RLIKE '('", "not a regular expression", 11),
+    ("span.colour = 'x'", "unknown span field", 0),
+    ("span.name > 'a'", "compares with", 10),
+    ("trace.text = 'x'", "compares with LIKE ILIKE", 11),
+    ("status = 'OK' AND span.name = 'x", "unclosed string literal", 30),
+    ('status = "OK', "unclosed string literal", 9),
+])
+def test_bad_new_spellings_point_at_the_token(filter_string: str, message: str, position: int) -> None:
+    with pytest.raises(SearchFilterError, match=message) as caught:
+        parse_filter(filter_string)
+    assert caught.value.position == position
+
+
+def test_regexes_re2_rejects_point_at_the_clause(shaped: tuple[str, list[tracewire.Trace]]) -> None:
+    with pytest.raises(SearchFilterError, match="RE2") as caught:
+        tracewire.search_traces(shaped[0], "status = 'OK' AND name RLIKE '(?<=P)OST'")
+    assert caught.value.position == 18
+    assert tracewire.search_traces(shaped[0], "name RLIKE '^P(OST|UT) '")
+
+
+def test_span_clauses_are_not_a_table_scan() -> None:
+    for filter_string in ("span.name = 'llm'", "trace.text LIKE '%x%'"):
+        with pytest.raises(SearchFilterError, match="search_traces only"):
+            build_filter(filter_string)
