@@ -111,11 +111,13 @@ def pipeline(destination: str, payloads: list[tuple[bytes, bytes]],
     tracewire.configure(enabled=True, destination=destination, queue_max_traces=10**7,
                         queue_max_bytes=2**36, sampling_size_threshold=2**30,
                         export_timeout=export_timeout)
-    _runtime.submit(tracewire.Trace.from_json(payloads[0][1]))
+    pipe = _runtime.pipeline()  # built traces go straight to the export pipeline
+    assert pipe is not None
+    pipe.submit(tracewire.Trace.from_json(payloads[0][1]))
     assert tracewire.flush(60)
     started = time.perf_counter()
     for trace in traces:
-        _runtime.submit(trace)
+        pipe.submit(trace)
     assert tracewire.flush(600)
     elapsed = time.perf_counter() - started
     stats = tracewire.stats()
@@ -161,6 +163,8 @@ def paced(bootstrap: str, payloads: list[tuple[bytes, bytes]], rate: int, second
     traces = [tracewire.Trace.from_json(v) for _, v in payloads]
     tracewire.configure(enabled=True, destination=f"kafka://{bootstrap}/{unique_topic('paced')}",
                         sampling_size_threshold=2**30)
+    pipe = _runtime.pipeline()
+    assert pipe is not None
     total = int(rate * seconds)
     started = time.perf_counter()
     for i in range(total):
@@ -168,7 +172,7 @@ def paced(bootstrap: str, payloads: list[tuple[bytes, bytes]], rate: int, second
         delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        _runtime.submit(tracewire.Trace.from_json(traces[i % len(traces)].to_json()))
+        pipe.submit(tracewire.Trace.from_json(traces[i % len(traces)].to_json()))
     assert tracewire.flush(60)
     stats = tracewire.stats()
     tracewire.shutdown()

@@ -87,16 +87,41 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if len(results) == len(QUESTIONS) + 1 else 1
     tracewire.flush()
     stats = tracewire.stats()
-    for destination in _destinations():
+    destinations = _destinations()
+    unusable = _unusable(destinations, stats)
+    for destination, reason in unusable.items():
+        print(f"destination {destination} is unusable ({reason}): no traces went there; "
+              "fix TRACING_DESTINATION")
+    for destination in destinations:
+        if destination in unusable:
+            continue
         print(f"traces are in {describe(destination)}")
-        if destination.startswith("delta:") and results:
+        if destination.startswith(("delta:", "jsonl:")) and results:
             cli = os.path.relpath(os.path.join(os.path.dirname(sys.executable), "tracewire"))
-            table = destination.partition(":")[2]
-            print(f"  look at them: {cli} search {table} \"session_id = 'demo-session'\"")
-            print(f"                {cli} show {table} {results[-1]}")
+            where = destination.partition(":")[2]
+            print(f"  look at them: {cli} search {where} \"session_id = 'demo-session'\"")
+            print(f"                {cli} show {where} {results[-1]}")
     print(f"exported: {stats['exported']}, export errors: {stats['export_errors']}")
-    ok = len(results) == len(QUESTIONS) + 1 and sum(stats["exported"].values()) >= len(results)
+    ok = (len(results) == len(QUESTIONS) + 1 and not unusable
+          and sum(stats["exported"].values()) >= len(results))
     return 0 if ok else 1
+
+
+def _unusable(destinations: tuple[str, ...], stats: dict[str, Any]) -> dict[str, str]:
+    """The destinations no sink was built for, each with the reason."""
+    from tracewire.export.destinations import validate
+
+    out: dict[str, str] = {}
+    for destination in destinations:
+        try:
+            validate([destination])
+        except ValueError as exc:
+            out[destination] = str(exc)
+    if stats["sinks"] and len(stats["sinks"]) < len(destinations) - len(out):
+        # A known scheme whose sink could not be built (a missing extra, a bad option): the
+        # export worker logged which and why.
+        out["(another destination)"] = "its sink could not be built; see the error logged above"
+    return out
 
 
 def _destinations() -> tuple[str, ...]:

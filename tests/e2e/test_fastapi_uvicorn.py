@@ -72,8 +72,9 @@ def test_demo_command_serves_traces_and_exits(tmp_path: Path) -> None:
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    printed = re.findall(r"tr-[0-9a-f]{32}", done.stdout)
+    printed = list(dict.fromkeys(re.findall(r"tr-[0-9a-f]{32}", done.stdout)))  # show repeats one
     assert len(printed) == 4
+    assert f"show {traces_file} {printed[-1]}" in done.stdout  # the CLI reads the JSONL file
     assert f"traces are in the JSON-lines file {traces_file}" in done.stdout
     traces = read_traces(traces_file)
     assert sorted(t.info.trace_id for t in traces) == sorted(printed)

@@ -1,6 +1,7 @@
-"""The ``tracewire`` command line: search, show and compact inference tables.
+"""The ``tracewire`` command line: read, move and maintain stored traces.
 
-    tracewire search ./traces "status = 'ERROR'" --max-results 20
+    tracewire search ./traces "status = 'ERROR'" --max-results 20    # a Delta table, or
+    tracewire search ./traces.jsonl "status = 'ERROR'"               # a JSONL file (jsonl:/delta: URIs too)
     tracewire show ./traces tr-0123...
     tracewire compact ./traces --vacuum-hours 168
     tracewire consume --bootstrap-servers b:9092 --topic genai-traces --group ingest --table ./traces
@@ -81,18 +82,37 @@ def format_tree(trace: Trace) -> str:
     return "\n".join(lines)
 
 
+def _find(location: str, filter_string: str | None, order_by: Sequence[str] | None,
+          max_results: int) -> list[Trace]:
+    """Search the Delta table or JSON-lines file at ``location``; storage errors in one line."""
+    from tracewire.read.storage import check_object_store, explain, resolve
+
+    source = resolve(location)
+    if source.kind == "jsonl":
+        from tracewire.read.jsonl import search_jsonl
+
+        run: Any = search_jsonl
+    else:
+        from tracewire.read.search import search_traces
+
+        check_object_store(source.path)
+        run = search_traces
+    try:
+        return list(run(source.path, filter_string, order_by, max_results))
+    except ValueError:
+        raise  # a bad filter: its message points at the token
+    except Exception as exc:
+        raise ValueError(explain(exc, location)) from None
+
+
 def _search(args: argparse.Namespace, out: TextIO) -> int:
-    from tracewire.read.search import search_traces
-    from tracewire.read.storage import check_object_store
-
-    check_object_store(args.table)
-
-    traces = search_traces(args.table, args.filter, args.order_by, args.max_results)
+    traces = _find(args.table, args.filter, args.order_by, args.max_results)
     for trace in traces:
         if args.json:
             out.write(trace.to_json() + "\n")
         else:
             out.write(format_trace_line(trace) + "\n")
+    out.flush()
     if not args.json:
         print(f"{len(traces)} trace(s)", file=sys.stderr)
     return 0
@@ -102,16 +122,10 @@ _SHOW_MAX = 1000
 
 
 def _show(args: argparse.Namespace, out: TextIO) -> int:
-    from tracewire.read.search import search_traces
-    from tracewire.read.storage import check_object_store
-
-    check_object_store(args.table)
-
     # Several requests that carried one traceparent share a trace id: show every one of them,
     # oldest first (each is told apart by its root span id).
     quoted = args.trace_id.replace("'", "''")
-    traces = search_traces(args.table, f"trace_id = '{quoted}'", order_by=["timestamp_ms ASC"],
-                           max_results=_SHOW_MAX)
+    traces = _find(args.table, f"trace_id = '{quoted}'", ["timestamp_ms ASC"], _SHOW_MAX)
     if not traces:
         print(f"no trace {args.trace_id} in {args.table}", file=sys.stderr)
         return 1
@@ -128,7 +142,14 @@ def _show(args: argparse.Namespace, out: TextIO) -> int:
 def _compact(args: argparse.Namespace, out: TextIO) -> int:
     from deltalake import DeltaTable
 
-    table = DeltaTable(args.table)
+    from tracewire.read.storage import check_object_store, explain, resolve
+
+    source = resolve(args.table, jsonl=False)
+    check_object_store(source.path)
+    try:
+        table = DeltaTable(source.path)
+    except Exception as exc:
+        raise ValueError(explain(exc, args.table)) from None
     print(f"compacting {args.table} (version {table.version()})…", file=sys.stderr)
     metrics = table.optimize.compact(target_size=args.target_size)
     out.write(f"compacted: {metrics.get('numFilesRemoved', 0)} files removed, "
@@ -182,7 +203,13 @@ def _consume(args: argparse.Namespace, out: TextIO) -> int:
             loop.add_signal_handler(sig, consumer.stop)
         return await consumer.run(idle_exit=args.idle_exit)
 
-    stats = asyncio.run(run())
+    from aiokafka.errors import KafkaConnectionError
+
+    try:
+        stats = asyncio.run(run())
+    except KafkaConnectionError as exc:
+        raise ValueError(f"cannot reach the Kafka broker at {args.bootstrap_servers} ({exc}); "
+                         "check --bootstrap-servers and that the broker is running") from None
     out.write(f"consumed {stats.consumed}, written {stats.written}, dead letters "
               f"{stats.dead_letters}, duplicates skipped {stats.skipped_duplicates}, "
               f"commit races {stats.commit_conflicts}\n")
@@ -200,13 +227,25 @@ def _tail(args: argparse.Namespace, out: TextIO) -> int:
     servers, _, topic = uri[len("kafka://"):].partition("/")
 
     async def run() -> None:
+        import logging
+
         from aiokafka import AIOKafkaConsumer
+        from aiokafka.errors import KafkaConnectionError
 
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers.split(","),
                                     auto_offset_reset="earliest" if args.from_beginning else "latest")
-        await consumer.start()
         seen = 0
         try:
+            quiet = logging.getLogger("aiokafka")
+            level = quiet.level
+            quiet.setLevel(logging.CRITICAL)  # its per-address errors: the one line below says it
+            try:
+                await consumer.start()
+            except KafkaConnectionError as exc:
+                raise ValueError(f"cannot reach the Kafka broker at {servers} ({exc}); check the "
+                                 "address and that the broker is running") from None
+            finally:
+                quiet.setLevel(level)
             async for message in consumer:
                 try:
                     record = record_from_message(message.value)
@@ -236,7 +275,13 @@ def _push(args: argparse.Namespace, out: TextIO) -> int:
         print(f"sent {stats.sent + stats.rejected}/{stats.matched} traces ({rate:.0f}/s), "
               f"rejected {stats.rejected}", file=sys.stderr, flush=True)
 
-    stats = push_traces(args.table, args.to, args.filter, args.limit, batch_size=args.batch_size,
+    from tracewire.read.storage import check_object_store, resolve
+
+    source = resolve(args.table)
+    if source.kind == "delta":
+        check_object_store(source.path)
+    table = f"jsonl:{source.path}" if source.kind == "jsonl" else source.path
+    stats = push_traces(table, args.to, args.filter, args.limit, batch_size=args.batch_size,
                         progress=progress)
     out.write(f"pushed {stats.sent} trace(s) to {args.to}; rejected {stats.rejected}; "
               f"matched {stats.matched}\n")
@@ -250,10 +295,10 @@ def _ui(args: argparse.Namespace, out: TextIO) -> int:
         from tracewire.read.viewer import create_app
     except ImportError as exc:
         raise ValueError("the viewer needs the 'ui' extra: pip install 'tracewire[ui]'") from exc
-    table = args.table.removeprefix("delta:")
-    if table.startswith("jsonl:") or table.endswith((".jsonl", ".jsonl.gz")):
-        raise ValueError(f"{args.table}: the viewer reads Delta tables; search_traces does not read JSONL "
-                         "files yet (load it into a table with the delta: destination)")
+    from tracewire.read.storage import check_object_store, resolve
+
+    table = resolve(args.table, jsonl=False).path
+    check_object_store(table)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: traces hold user data, anyone who can reach "
               "this address can read them", file=sys.stderr)
@@ -281,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="find traces in an inference table",
                                  description="Find traces with an MLflow-style filter, e.g. "
                                  "\"status = 'ERROR' AND metadata.tenant = 'acme'\".")
-    search.add_argument("table", help="Delta table path or URI")
+    search.add_argument("table", help="Delta table path or URI, or a JSONL file (delta:/jsonl: URIs too)")
     search.add_argument("filter", nargs="?", default=None, help="filter string (default: all)")
     search.add_argument("--order-by", action="append", default=None,
                         help="e.g. 'timestamp_ms DESC' (repeatable; default newest first)")
@@ -293,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Print a trace's span tree with durations and "
                                "shortened inputs/outputs; every trace with that id, oldest first, "
                                "when several requests shared one traceparent.")
-    show.add_argument("table")
+    show.add_argument("table", help="Delta table path or URI, or a JSONL file")
     show.add_argument("trace_id")
     show.add_argument("--json", action="store_true", help="print the trace JSON instead")
     show.set_defaults(run=_show)
@@ -301,14 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     compact = commands.add_parser("compact", help="compact small files (and vacuum old ones)",
                                   description="Rewrite small files into larger ones; with "
                                   "--vacuum-hours also delete unreferenced files older than that.")
-    compact.add_argument("table")
+    compact.add_argument("table", help="Delta table path or URI")
     compact.add_argument("--target-size", type=int, default=None, help="bytes per file")
     compact.add_argument("--vacuum-hours", type=int, default=None)
     compact.set_defaults(run=_compact)
 
-    consume = commands.add_parser("consume", help="Kafka topic -> Delta table, exactly once",
+    consume = commands.add_parser("consume", help="Kafka topic -> Delta table, one row per record",
                                   description="Consume traces from Kafka into an inference table "
-                                  "as a consumer group; no duplicate or missing rows after a crash.")
+                                  "as a consumer group; each Kafka record becomes exactly one row "
+                                  "(or dead letter), even after a crash. A trace the producer sent "
+                                  "twice is two records, so two rows.")
     consume.add_argument("--bootstrap-servers", required=True, help="host:port[,host:port]")
     consume.add_argument("--topic", required=True)
     consume.add_argument("--group", required=True, help="consumer group id")
@@ -356,11 +403,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_stdout() -> None:
+    """The reader went away (``| head``): send what is still buffered nowhere, so the
+    interpreter's final flush raises nothing either."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args, out or sys.stdout))
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
     except ValueError as exc:
         print(f"tracewire {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -486,7 +486,11 @@ class TraceConsumer:
             **self.consumer_options,
         )
         consumer.subscribe([self.topic], listener=_Listener())
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # no "Unclosed AIOKafkaConsumer" when the broker is unreachable
+            raise
         self._last_activity = time.monotonic()
         try:
             while not self._stop.is_set():
