@@ -81,24 +81,17 @@ def search_jsonl(
     max_results: int = 100,
 ) -> list[Trace]:
     """``search_traces`` over a JSON-lines file: same filter grammar, order and result shape."""
-    import pyarrow as pa
+    import pyarrow.dataset as ds
 
-    from tracewire.read.search import build_filter, parse_order_by
+    from tracewire.read.filter import parse_filter
+    from tracewire.read.search import parse_order_by, search_dataset
 
     if max_results < 1:
         raise ValueError("max_results must be >= 1")
-    expression = build_filter(filter_string)  # a bad filter fails before the file is read
-    sort_keys = parse_order_by(order_by)
+    parse_filter(filter_string)  # a bad filter fails before the file is read
+    parse_order_by(order_by)
     table = load(path).table
     if table is None:
         return []
-    if expression is not None:
-        try:
-            table = table.filter(expression)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            from tracewire.read.search import _check_clauses
+    return search_dataset(ds.dataset(table), filter_string, order_by, max_results)
 
-            _check_clauses(filter_string or "", table.schema)  # points at the clause
-            raise
-    rows = table.sort_by(sort_keys).slice(0, max_results)
-    return [Trace.from_json(text) for text in rows.column("trace").to_pylist()]

@@ -306,12 +306,24 @@ def search_traces(
     """
     if max_results < 1:
         raise ValueError("max_results must be >= 1")
+    parse_filter(filter_string)  # a bad filter or order_by fails before the table is opened
+    parse_order_by(order_by)
+    return search_dataset(open_dataset(table, storage_options), filter_string, order_by, max_results)
+
+
+def search_dataset(
+    dataset: Any, filter_string: str | None = None, order_by: Sequence[str] | None = None,
+    max_results: int = 100,
+) -> list[Trace]:
+    """``search_traces`` over any pyarrow dataset in the inference-table schema (a Delta table's
+    files, or a JSONL file loaded in memory): the same grammar, pushdown, order and ties."""
+    if max_results < 1:
+        raise ValueError("max_results must be >= 1")
     clauses = parse_filter(filter_string)
     keys = parse_order_by(order_by)
     _check_regexes(filter_string or "", clauses)
     expression = _scan_expression(clauses)
     exact = [c for c in clauses if c.kind in SPAN_KINDS]
-    dataset = open_dataset(table, storage_options)
     if dataset is None:  # a table without data files
         return []
     import pyarrow as pa
