@@ -155,3 +155,11 @@ def test_bad_argument_raises() -> None:
         resolve({"exclude_paths": ["(unclosed"]})
     with pytest.raises(ValueError, match="unknown tracewire setting"):
         resolve({"no_such_setting": 1})
+
+
+def test_middleware_keyword_arguments_are_every_setting() -> None:
+    """The typed keyword arguments of both middleware constructors (``MiddlewareSettings``) are
+    exactly the settings (``config.SETTINGS``) plus ``sinks``: they cannot drift apart."""
+    from middleware._request import MiddlewareSettings
+
+    assert set(MiddlewareSettings.__annotations__) == {s.name for s in config.SETTINGS} | {"sinks"}

@@ -187,7 +187,10 @@ def test_trace_view_of_big_trace_and_truncation(client: Client, ids: dict[str, A
 
 def test_session_view(client: Client, ids: dict[str, Any]) -> None:
     view = (client.get("/api/sessions/sess-1")).json()
-    assert [row["trace_id"] for row in view["traces"]] == [ids["chat"][i] for i in (1, 4, 7, 10)]
+    rows = view["traces"]
+    assert sorted(row["trace_id"] for row in rows) == sorted(ids["chat"][i] for i in (1, 4, 7, 10))
+    times = [row["time_ms"] for row in rows]
+    assert times == sorted(times)  # oldest first; equal milliseconds ordered by trace id
     assert view["totals"] == {"traces": 4, "tokens": 16 + 19 + 22 + 25, "errors": 1,
                               "duration_ms": sum(row["duration_ms"] for row in view["traces"])}
     assert (client.get("/api/sessions/nope")).status_code == 404
@@ -265,9 +268,9 @@ def test_cli_defaults_and_clear_errors(tmp_path: Path, capsys: pytest.CaptureFix
 
     args = build_parser().parse_args(["ui", str(tmp_path / "t")])
     assert args.host == "127.0.0.1" and args.port == 5170 and args.open is False
-    assert main(["ui", str(tmp_path / "traces.jsonl")]) == 2
-    assert "reads Delta tables" in capsys.readouterr().err
-    assert main(["ui", str(tmp_path / "missing")]) == 1  # fails at start-up, not on the first page
+    assert main(["ui", str(tmp_path / "traces.jsonl")]) != 0  # no such file: one line, no server
+    assert "traces.jsonl" in capsys.readouterr().err
+    assert main(["ui", str(tmp_path / "missing")]) == 2  # fails at start-up (as search/show do), no server
     assert "missing" in capsys.readouterr().err
 
 
@@ -295,3 +298,26 @@ def test_paging_over_many_days(tmp_path: Path, params: dict[str, str]) -> None:
             break
     assert [r["trace_id"] for r in seen] == [t.info.trace_id for t in expected]
     assert len(seen) > (3 if params else 500)
+
+
+def test_a_jsonl_file_is_served_like_a_table_and_rereads_when_it_grows(
+    demo: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    from deltalake import DeltaTable
+
+    lines = [text.encode() for text in DeltaTable(str(demo[0])).to_pyarrow_table(columns=["trace"])
+             .column("trace").to_pylist()]
+    path = tmp_path / "traces.jsonl"
+    path.write_bytes(b"\n".join(lines[:5]) + b"\n")
+    client = Client(create_app(f"jsonl:{path}"))
+    first = client.get("/api/traces", params={"limit": 500}).json()["traces"]
+    assert len(first) == 5
+    with path.open("ab") as out:  # a JsonlSink appending while the viewer runs
+        out.write(b"\n".join(lines[5:]) + b"\n")
+    rows = client.get("/api/traces", params={"limit": 500}).json()["traces"]
+    table_rows = Client(create_app(str(demo[0]))).get("/api/traces", params={"limit": 500}).json()["traces"]
+    assert [r["trace_id"] for r in rows] == [r["trace_id"] for r in table_rows]
+    one = rows[0]["trace_id"]
+    assert client.get(f"/api/traces/{one}").json()["spans"]
+    bad = client.get("/api/traces", params={"filter": "status = 'OK' AND"})
+    assert bad.status_code == 400 and bad.json()["error"]["position"] > 0

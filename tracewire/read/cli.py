@@ -297,8 +297,9 @@ def _ui(args: argparse.Namespace, out: TextIO) -> int:
         raise ValueError("the viewer needs the 'ui' extra: pip install 'tracewire[ui]'") from exc
     from tracewire.read.storage import check_object_store, resolve
 
-    table = resolve(args.table, jsonl=False).path
-    check_object_store(table)
+    source = resolve(args.table)
+    table = f"jsonl:{source.path}" if source.kind == "jsonl" else source.path
+    check_object_store(source.path)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: traces hold user data, anyone who can reach "
               "this address can read them", file=sys.stderr)
@@ -395,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="browse traces in a local web app",
                              description="Serve a read-only trace viewer for the table (list, trace, "
                              "session and compare pages, JSON API under /api/).")
-    ui.add_argument("table", help="Delta table path or delta: URI")
+    ui.add_argument("table", help="Delta table path or URI, or a JSONL file (delta:/jsonl: URIs too)")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5170)
     ui.add_argument("--open", action="store_true", help="open the page in a browser")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -33,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracewire.model import Trace
 from tracewire.read.filter import SearchFilterError, parse_filter
-from tracewire.read.search import open_dataset, search_traces
+from tracewire.read.search import open_dataset, search_dataset
 from tracewire.read.viewer import views
 
 logger = logging.getLogger(__name__)
@@ -92,17 +93,45 @@ def _filter_error(exc: SearchFilterError) -> JSONResponse:
     return _bad_request(str(exc), problem=exc.problem, position=exc.position, text=exc.text)
 
 
-class _Api:
-    def __init__(self, table: str, storage_options: dict[str, str] | None):
+class _Source:
+    """Where the traces are: a Delta table (re-opened per read, so new commits show) or a
+    JSON-lines file (loaded into memory, re-read when it changes)."""
+
+    def __init__(self, table: str, storage_options: dict[str, str] | None, jsonl: bool):
         self.table = table
         self.storage_options = storage_options
+        self.jsonl = jsonl
+        self._stamp: tuple[int, int] | None = None
+        self._loaded: Any = None
+        self._lock = threading.Lock()
+
+    def dataset(self) -> Any:
+        if not self.jsonl:
+            return open_dataset(self.table, self.storage_options)
+        import pyarrow.dataset as ds
+
+        from tracewire.read.jsonl import load
+
+        stat = os.stat(self.table)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if stamp != self._stamp:
+                table = load(self.table).table
+                self._loaded = None if table is None else ds.dataset(table)
+                self._stamp = stamp
+            return self._loaded
+
+
+class _Api:
+    def __init__(self, source: _Source):
+        self.source = source
+        self.table = source.table
         self._traces: OrderedDict[str, Trace] = OrderedDict()
         self._bodies: OrderedDict[tuple[str, bool], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def _search(self, filter_string: str | None, order_by: list[str] | None, limit: int) -> list[Trace]:
-        return search_traces(self.table, filter_string or None, order_by, limit,
-                             storage_options=self.storage_options)
+        return search_dataset(self.source.dataset(), filter_string or None, order_by, limit)
 
     def _one(self, trace_id: str) -> Trace | None:
         found = self._search(f"trace_id = {_quote(trace_id)}", None, 1)
@@ -117,7 +146,7 @@ class _Api:
         try:
             import pyarrow.dataset as ds
 
-            dataset = open_dataset(self.table, self.storage_options)
+            dataset = self.source.dataset()
             days = [ds.get_partition_keys(f.partition_expression).get("request_date")
                     for f in dataset.get_fragments()] if dataset is not None else []
             dates = [d for d in days if isinstance(d, dt.date)]
@@ -260,14 +289,17 @@ def create_app(
     storage_options: dict[str, str] | None = None,
     allowed_hosts: list[str] | None = None,
 ) -> Starlette:
-    """The viewer for the inference table at ``table``; only GET routes exist (read-only).
+    """The viewer for the inference table at ``table`` (a Delta table path or URI, or
+    ``jsonl:PATH`` for a JSON-lines file); only GET routes exist (read-only).
 
     ``allowed_hosts`` guards against DNS rebinding (default: localhost names only).
     """
-    api = _Api(table, storage_options)
+    jsonl = table.startswith("jsonl:")
+    source = _Source(table.removeprefix("jsonl:"), storage_options, jsonl)
+    api = _Api(source)
     # Open the table now: a wrong path fails at start-up, and the first page does not pay for
     # importing pyarrow/deltalake.
-    open_dataset(table, storage_options)
+    source.dataset()
 
     def index(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-store"})
