@@ -133,7 +133,7 @@ def run_consumer(n: int, size: int = 10_000) -> dict[str, Any]:
     import asyncio
 
     from tests.kafka_broker import Broker, unique_topic
-    from tests.tracewire.test_consumer import make_payloads, produce
+    from tests.read.test_consumer import make_payloads, produce
     from tracewire.read.consumer import TraceConsumer
 
     base = make_payloads(200, prefix="bench")

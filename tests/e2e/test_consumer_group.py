@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.kafka_broker import Broker, unique_topic
-from tests.tracewire.test_consumer import make_payloads
+from tests.read.test_consumer import make_payloads
 
 pytest.importorskip("aiokafka")
 deltalake = pytest.importorskip("deltalake")

@@ -22,7 +22,7 @@ import pytest
 
 import tracewire
 from tests.kafka_broker import Broker, free_port, unique_topic
-from tests.tracewire.test_consumer import make_payloads, produce
+from tests.read.test_consumer import make_payloads, produce
 
 pytest.importorskip("moto.server")
 pytest.importorskip("aiokafka")

@@ -4,8 +4,10 @@ fields sinks index on (Kafka key and headers, inference-table columns) already p
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from tracewire.encoding import loads_or_text
 from tracewire.keys import RECORD_SCHEMA_VERSION, SpanAttributeKey, TraceMetadataKey
 from tracewire.model import Trace
 
@@ -41,7 +43,11 @@ class TraceRecord:
     def from_trace(cls, trace: Trace, payload: bytes, sampling_fraction: float) -> TraceRecord:
         info = trace.info
         root = trace.root_span
-        status_code: Any = root.get_attribute("http.status_code") if root is not None else None
+        columns = indexed_columns(info.trace_metadata,
+                                  root.raw_attribute if root is not None else _no_attribute)
+        status_code: Any = columns["status_code"]
+        if isinstance(status_code, str):
+            status_code = loads_or_text(status_code)
         return cls(
             trace_id=info.trace_id,
             payload=payload,
@@ -51,11 +57,33 @@ class TraceRecord:
             status_code=status_code if isinstance(status_code, int) else None,
             execution_duration_ms=info.execution_duration_ms,
             sampling_fraction=sampling_fraction,
-            session_id=info.trace_metadata.get(TraceMetadataKey.SESSION),
-            user_id=info.trace_metadata.get(TraceMetadataKey.USER),
-            request=root.raw_attribute(SpanAttributeKey.INPUTS) if root is not None else None,
-            response=root.raw_attribute(SpanAttributeKey.OUTPUTS) if root is not None else None,
+            session_id=columns["session_id"],
+            user_id=columns["user_id"],
+            request=columns["request"],
+            response=columns["response"],
             metadata=info.trace_metadata,
             tags=info.tags,
             logging_error_codes=list(trace.logging_error_codes),
         )
+
+
+# Where the inference table's indexed columns come from, for the export worker (from a built
+# Trace) and the consumer (from a Kafka message's JSON) alike.
+METADATA_COLUMNS = {"session_id": TraceMetadataKey.SESSION, "user_id": TraceMetadataKey.USER}
+ROOT_ATTRIBUTE_COLUMNS = {
+    "status_code": "http.status_code",
+    "request": SpanAttributeKey.INPUTS,
+    "response": SpanAttributeKey.OUTPUTS,
+}
+
+
+def indexed_columns(metadata: Mapping[str, Any], root_attribute: Callable[[str], Any]) -> dict[str, Any]:
+    """The raw values of the indexed columns: from trace metadata and the root span's
+    attributes (JSON text as stored); callers check their types."""
+    columns = {column: metadata.get(key) for column, key in METADATA_COLUMNS.items()}
+    columns.update((column, root_attribute(key)) for column, key in ROOT_ATTRIBUTE_COLUMNS.items())
+    return columns
+
+
+def _no_attribute(key: str) -> None:
+    return None

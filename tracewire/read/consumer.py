@@ -31,9 +31,9 @@ from typing import Any
 
 import orjson
 
-from tracewire.export.record import TraceRecord
+from tracewire.export.record import TraceRecord, indexed_columns
 from tracewire.export.table import PARTITION_COLUMN, dead_letter_schema, records_to_table
-from tracewire.keys import SpanAttributeKey, TraceMetadataKey
+from tracewire.keys import TraceMetadataKey
 from tracewire.model import parse_request_time
 
 logger = logging.getLogger(__name__)
@@ -144,24 +144,25 @@ def record_from_message(value: bytes | None) -> TraceRecord:
         raise PoisonMessage(f"bad sampling fraction {fraction_text[:50]!r}") from None
     if not 0.0 < fraction <= 1.0:
         raise PoisonMessage(f"bad sampling fraction {fraction_text[:50]!r}: not in (0, 1]")
-    codes = metadata.get("tracewire.logging_error_codes")
+    codes = metadata.get(TraceMetadataKey.LOGGING_ERROR_CODES)
     error_codes = codes.split(",") if codes else []
     if len(error_codes) > _MAX_ERROR_CODES:
         raise PoisonMessage("bad tracewire.logging_error_codes: too many codes")
+    columns = indexed_columns(metadata, attributes.get)
     return TraceRecord(
         trace_id=trace_id,
         payload=value,
         client_request_id=_opt_str(info.get("client_request_id"), "info.client_request_id"),
         request_time_ms=request_time,
         state=state,
-        status_code=_opt_int(attributes.get("http.status_code"), "http.status_code", 0, _INT32_MAX),
+        status_code=_opt_int(columns["status_code"], "http.status_code", 0, _INT32_MAX),
         execution_duration_ms=_opt_int(info.get("execution_duration_ms"), "info.execution_duration_ms",
                                        0, _INT64_MAX),
         sampling_fraction=fraction,
-        session_id=metadata.get(TraceMetadataKey.SESSION),
-        user_id=metadata.get(TraceMetadataKey.USER),
-        request=_opt_str(attributes.get(SpanAttributeKey.INPUTS), "root span inputs"),
-        response=_opt_str(attributes.get(SpanAttributeKey.OUTPUTS), "root span outputs"),
+        session_id=columns["session_id"],
+        user_id=columns["user_id"],
+        request=_opt_str(columns["request"], "root span inputs"),
+        response=_opt_str(columns["response"], "root span outputs"),
         metadata=metadata,
         tags=tags,
         logging_error_codes=error_codes,

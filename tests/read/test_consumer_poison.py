@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.kafka_broker import Broker, unique_topic
-from tests.tracewire.test_consumer import make_payloads, produce
+from tests.read.test_consumer import make_payloads, produce
 from tracewire.read.consumer import PoisonMessage, TraceConsumer, record_from_message
 
 pytest.importorskip("aiokafka")

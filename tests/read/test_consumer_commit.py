@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tracewire.test_consumer import make_payloads
+from tests.read.test_consumer import make_payloads
 from tracewire.read.consumer import TraceConsumer
 
 deltalake = pytest.importorskip("deltalake")
