@@ -13,7 +13,8 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
-from tracewire.encoding import PREVIEW_CHARS, dumps, truncation_marker
+from tracewire.encoding import dumps, truncation_marker
+from tracewire.keys import PREVIEW_CHARS
 from tracewire.redaction import REDACTED, Redactor
 
 __all__ = ["REDACTED", "BodyCapture", "Redactor", "decode", "form_dict", "media_type", "preview"]

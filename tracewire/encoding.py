@@ -18,12 +18,13 @@ from typing import Any
 
 import orjson
 
+from tracewire.keys import PREVIEW_CHARS, TraceMetadataKey
+
 logger = logging.getLogger(__name__)
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _MAX_DEPTH = 64
-TRUNCATED_KEY = "tracewire.truncated"
-PREVIEW_CHARS = 1000
+TRUNCATED_KEY = TraceMetadataKey.TRUNCATED  # the marker's flag has the trace flag's name
 
 
 def _default(obj: Any) -> Any:

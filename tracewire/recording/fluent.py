@@ -18,7 +18,7 @@ from typing import Any, TypeVar, overload
 import orjson
 
 from tracewire import context, encoding, redaction
-from tracewire.keys import SpanAttributeKey, SpanType, TraceMetadataKey
+from tracewire.keys import PREVIEW_CHARS, SpanAttributeKey, SpanType, TraceMetadataKey
 from tracewire.model import Span
 from tracewire.recording.live import NOOP_SPAN, LiveSpan, NoOpSpan, start_trace
 from tracewire.recording.recorder import RECORDER
@@ -345,7 +345,7 @@ class _StreamOutput:
         live = span.live_trace
         if live is not None:
             live.note_truncated(span, SpanAttributeKey.OUTPUTS)
-        return encoding.truncation_marker(self.size, text[: encoding.PREVIEW_CHARS])
+        return encoding.truncation_marker(self.size, text[:PREVIEW_CHARS])
 
 
 def _finish_stream(
