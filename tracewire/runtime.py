@@ -12,15 +12,16 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracewire import config, redaction
-from tracewire.export.destinations import create_sinks, validate
-from tracewire.export.exporter import Exporter
-from tracewire.export.pipeline import ExportPipeline, empty_stats
 from tracewire.recording.client import registry_stats
 from tracewire.recording.live import LiveTrace
 from tracewire.recording.recorder import RECORDER
+
+if TYPE_CHECKING:  # the export side is imported when the first trace finishes: import stays cheap
+    from tracewire.export.exporter import Exporter
+    from tracewire.export.pipeline import ExportPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def configure(**kwargs: Any) -> config.Settings:
             # an ENABLE_TRACING set by the deployment still wins.
             kwargs["enabled"] = True
     if kwargs.get("destination") is not None:
+        from tracewire.export.destinations import validate
+
         validate(config.str_list(kwargs["destination"]))
     new = config.load(**kwargs)
     with PROCESS.lock:
@@ -105,6 +108,9 @@ def pipeline(create: bool = True) -> ExportPipeline | None:
         return current
     with PROCESS.lock:
         if PROCESS.pipeline is None:
+            from tracewire.export.destinations import create_sinks
+            from tracewire.export.pipeline import ExportPipeline
+
             current_settings = RECORDER.settings
             if PROCESS.explicit_sinks is not None:
                 sinks = PROCESS.explicit_sinks
@@ -133,6 +139,8 @@ def shutdown(timeout: float | None = None) -> None:
 
 
 def stats() -> dict[str, Any]:
+    from tracewire.export.pipeline import empty_stats
+
     pipe = pipeline(create=False)
     counters = empty_stats() if pipe is None else pipe.stats()
     return {**counters, **registry_stats()}
