@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tracewire import config, redaction
+from tracewire.export.counters import empty_stats
 from tracewire.recording.client import registry_stats
 from tracewire.recording.live import LiveTrace
 from tracewire.recording.recorder import RECORDER
@@ -139,8 +140,6 @@ def shutdown(timeout: float | None = None) -> None:
 
 
 def stats() -> dict[str, Any]:
-    from tracewire.export.pipeline import empty_stats
-
     pipe = pipeline(create=False)
     counters = empty_stats() if pipe is None else pipe.stats()
     return {**counters, **registry_stats()}

@@ -28,6 +28,7 @@ from typing import Any
 from tracewire import context, metadata
 from tracewire.config import Settings
 from tracewire.export import finishing
+from tracewire.export.counters import empty_stats
 from tracewire.export.exporter import Exporter
 from tracewire.export.record import TraceRecord
 from tracewire.logs import RateLimitedLog
@@ -60,14 +61,6 @@ class _SinkState:
         self.errors = 0
         self.retries = 0
         self.failing = False
-
-
-def empty_stats() -> dict[str, Any]:
-    return {
-        "accepted": 0, "sampled_out": 0, "dropped_full": 0, "truncated": 0,
-        "processing_errors": 0, "lost_at_shutdown": 0, "queue_traces": 0, "queue_bytes": 0,
-        "exported": {}, "export_errors": {}, "sinks": {},
-    }
 
 
 class ExportPipeline:
