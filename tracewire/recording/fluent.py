@@ -32,12 +32,17 @@ _current = context.current_span
 def current_live_span() -> LiveSpan | None:
     """The span new spans attach to in this context (a NoOpSpan inside an unsampled trace).
 
-    A span that already ended is no parent: a context can outlive the scope that set it (asyncio
-    callbacks copy the context they were scheduled from — uvicorn resuming a paused socket from a
-    request's ``receive`` hands that request's span to the connection's later requests)."""
+    A span of a trace that already finished is no parent: a context can outlive the scope that
+    set it (asyncio callbacks copy the context they were scheduled from — uvicorn resuming a
+    paused socket from a request's ``receive`` hands that request's span to the connection's
+    later requests)."""
     span = _current.get()
-    if not isinstance(span, LiveSpan) or span.end_time_ns is not None:
+    if not isinstance(span, LiveSpan):
         return None
+    if span.end_time_ns is not None:
+        live = span.live_trace
+        if live is None or live.finished:
+            return None
     return span
 
 

@@ -620,3 +620,30 @@ def test_trace_above_classmethod_never_raises_in_the_users_call(sink: MemorySink
     # Off, the decorated methods still work (and record nothing).
     tracewire.configure(enabled=False)
     assert Model.load("r") == "Model:r" and Model.version() == 3
+
+
+def test_a_stale_current_span_of_a_finished_trace_is_no_parent(sink: MemorySink) -> None:
+    """A context that kept an ended span (asyncio copies contexts into callbacks): children of
+    a span that ended in a live trace still attach; once its trace finished, a new trace starts."""
+    from tracewire import context
+
+    with tracewire.start_span("root") as root:
+        with tracewire.start_span("ended") as ended:
+            pass
+        token = context.current_span.set(ended)
+        try:
+            with tracewire.start_span("child-of-ended"):
+                pass
+        finally:
+            context.current_span.reset(token)
+    token = context.current_span.set(root)  # what a leaked context would hold
+    try:
+        with tracewire.start_span("after"):
+            pass
+    finally:
+        context.current_span.reset(token)
+    assert tracewire.flush()
+    traces = {t.root_span.name: t for t in sink.traces if t.root_span is not None}
+    assert set(traces) == {"root", "after"}
+    names = {s.name: s for s in traces["root"].data.spans}
+    assert names["child-of-ended"].parent_id == names["ended"].span_id
